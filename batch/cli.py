@@ -1,0 +1,5 @@
+"""Command line boundary (being built)."""
+
+
+def main() -> int:
+    return 0
