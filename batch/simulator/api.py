@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .responses import (
+    BODY,
+    JOB_ID,
     Dropped,
     basic_auth_ok,
     drop,
@@ -37,7 +39,7 @@ def build_api_app(sim: Simulator) -> web.Application:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         body = await json_body(request)
-        request["json"] = body
+        request[BODY] = body
         faults = sim.faults.for_request()
         status: int | None
         try:
@@ -47,7 +49,7 @@ def build_api_app(sim: Simulator) -> web.Application:
             status = response.status
         except Dropped:
             response, status = drop(request), None
-        sim.record(make_record(request, "api", status, log_body(body), request.get("job_id")))
+        sim.record(make_record(request, "api", status, log_body(body), request.get(JOB_ID)))
         return response
 
     app = web.Application(middlewares=[middleware], client_max_size=MAX_BODY)

@@ -13,6 +13,10 @@ from aiohttp import web
 
 from .log import RequestRecord
 
+# Per-request storage: the parsed JSON body, and the job a generate call created.
+BODY: web.RequestKey[Any] = web.RequestKey("body", object)
+JOB_ID: web.RequestKey[str] = web.RequestKey("job_id", str)
+
 
 class Dropped(Exception):
     """Raised by a handler to close the connection instead of answering."""

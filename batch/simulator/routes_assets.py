@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .responses import error
+from .responses import BODY, error
 from .shapes import asset_json, iso, upload_json
 from .state import TEAM_ID
 
@@ -50,7 +50,7 @@ class AssetRoutes:
         return asset_json(asset, self.sim.asset_url(asset))
 
     async def upload(self, request: web.Request) -> web.Response:
-        body = request["json"]
+        body = request[BODY]
         if not isinstance(body, dict):
             return error(400, "Body must be a JSON object {image, name}")
         name, image = body.get("name"), body.get("image")
@@ -84,7 +84,7 @@ class AssetRoutes:
         return web.json_response({"asset": payload})
 
     async def get_bulk(self, request: web.Request) -> web.Response:
-        body = request["json"]
+        body = request[BODY]
         ids = body.get("assetIds") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             return error(400, "assetIds: must be a list of asset ids")
@@ -95,7 +95,7 @@ class AssetRoutes:
         return web.json_response({"assets": found})
 
     async def create_upload(self, request: web.Request) -> web.Response:
-        body = request["json"]
+        body = request[BODY]
         if not isinstance(body, dict):
             return error(400, "Body must be a JSON object")
         problems = []
@@ -147,7 +147,7 @@ class AssetRoutes:
         upload = self.sim.store.uploads.get(upload_id)
         if upload is None:
             return error(404, f"Upload {upload_id} not found")
-        body = request["json"]
+        body = request[BODY]
         action = body.get("action") if isinstance(body, dict) else None
         if action != "complete":
             return error(400, f"action: must be 'complete', got {action!r}")

@@ -10,7 +10,7 @@ from .config import MODEL_ID
 from .faults import JobPlan
 from .lifecycle import JobState
 from .listing import ListError, list_jobs
-from .responses import Dropped, error
+from .responses import BODY, JOB_ID, Dropped, error
 from .routes_assets import owner_of
 from .shapes import job_json
 from .state import Job
@@ -44,7 +44,7 @@ class JobRoutes:
         if model_id != MODEL_ID:
             return error(404, f"Model {model_id} not found (the simulator serves {MODEL_ID})")
         now = sim.clock()
-        body = request["json"]
+        body = request[BODY]
         params, problems = validate_inputs(
             body,
             lambda asset_id: sim.store.visible_asset(asset_id, now) is not None,
@@ -83,7 +83,7 @@ class JobRoutes:
                 details={"actionName": "parallel-custom-jobs", "actionLimit": limit},
             )
         job = sim.store.add_job(model_id, owner, body, params, sim.faults.for_job(), cost, now)
-        request["job_id"] = job.id
+        request[JOB_ID] = job.id
         if sim.faults.drop_after_submit():
             raise Dropped
         return self._answer(job, job.state(now))
@@ -100,7 +100,7 @@ class JobRoutes:
         job = self.sim.store.jobs.get(job_id)
         if job is None:
             return error(404, f"Job {job_id} not found")
-        body = request["json"]
+        body = request[BODY]
         action = body.get("action") if isinstance(body, dict) else None
         if action != "cancel":
             return error(400, f"action: must be 'cancel', got {action!r}")
