@@ -1,5 +1,257 @@
-"""Command line boundary (being built)."""
+"""The command line: arguments in, exit codes out. Nothing else lives here.
+
+Exit codes (the contract): 0 all succeeded, 1 some failed for good (or the run stopped
+early, resumable), 2 nothing was spent because the input was wrong, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from batch import __version__
+from batch.errors import BatchError, CredentialsError, LockedError, ManifestError, UsageError
+from batch.logs import configure_logging
+from batch.manifest import Manifest, load_manifest
+from batch.pipeline import DEFAULT_CONCURRENCY, RunOptions, RunSummary, run_manifest
+from batch.progress import BarProgress, LineProgress, Progress
+from batch.settings import ApiSettings
+from batch.status import render_status
+
+log = logging.getLogger("batch")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+T = TypeVar("T")
 
 
-def main() -> int:
-    return 0
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scenario-batch",
+        description="Bulk Flux Kontext image edits on Scenario from a YAML manifest.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a manifest, or resume it")
+    run.add_argument("manifest", type=Path)
+    run.add_argument("--out", type=Path, help="output directory (default: the manifest's)")
+    run.add_argument("--concurrency", type=_positive_int, help="jobs in flight at once")
+    run.add_argument(
+        "--job-retries",
+        type=_non_negative_int,
+        default=1,
+        help="resubmissions of a job that failed (each costs; default 1)",
+    )
+    run.add_argument(
+        "--job-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="cancel and fail a job that runs longer (default 1800)",
+    )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="resubmit items that failed for good in an earlier run",
+    )
+    run.add_argument(
+        "--cancel-on-interrupt",
+        action="store_true",
+        help="on Ctrl-C/SIGTERM, cancel in-flight jobs on the API",
+    )
+    run.add_argument(
+        "--max-cost",
+        type=_positive_float,
+        metavar="CU",
+        help="stop submitting before this many compute units are spent",
+    )
+    run.add_argument("--max-rps", type=_positive_float, help="cap on API requests per second")
+    _add_log_options(run)
+
+    validate = commands.add_parser("validate", help="check a manifest and its files (offline)")
+    validate.add_argument("manifest", type=Path)
+    _add_log_options(validate)
+
+    status = commands.add_parser("status", help="summarise the ledger of output directories")
+    status.add_argument("out", type=Path, nargs="+")
+    _add_log_options(status)
+
+    simulate = commands.add_parser("simulate", help="serve the Scenario API simulator")
+    simulate.add_argument("--port", type=int, default=8750)
+    simulate.add_argument("--cdn-port", type=int, help="default: PORT + 1")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--latency", type=float, default=2.0, help="mean job seconds")
+    simulate.add_argument("--failure-rate", type=float, default=0.0)
+    simulate.add_argument("--parallel-limit", type=int, help="account ceiling on running jobs")
+    _add_log_options(simulate)
+    return parser
+
+
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(verbose=args.verbose, quiet=args.quiet, json_format=args.log_format == "json")
+    try:
+        if args.command == "validate":
+            return _validate(args)
+        if args.command == "status":
+            print(render_status(args.out))
+            return EXIT_OK
+        if args.command == "simulate":
+            return _simulate(args)
+        return _run(args)
+    except (ManifestError, UsageError, LockedError) as exc:
+        print(f"scenario-batch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BatchError as exc:
+        print(f"scenario-batch: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _validate(args: argparse.Namespace) -> int:
+    manifest = load_manifest(args.manifest)
+    print(f"{args.manifest}: ok, {len(manifest.items)} items")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    manifest = load_manifest(args.manifest)
+    settings = ApiSettings.from_env(os.environ, project_id=manifest.project_id)
+    if args.max_rps:
+        settings = _replace_settings(settings, max_rps=args.max_rps)
+    out_dir = args.out or manifest.output
+    if out_dir is None:
+        raise UsageError(f"{args.manifest}: no output directory: give --out or `output:`")
+    options = RunOptions(
+        out_dir=out_dir,
+        concurrency=args.concurrency or manifest.concurrency or DEFAULT_CONCURRENCY,
+        job_retries=args.job_retries,
+        job_timeout_s=args.job_timeout or manifest.job_timeout_s or 1800.0,
+        retry_failed=args.retry_failed,
+        cancel_on_interrupt=args.cancel_on_interrupt,
+        max_cost=args.max_cost,
+    )
+    progress: Progress = (
+        BarProgress()
+        if sys.stderr.isatty() and not args.quiet and args.log_format == "text"
+        else LineProgress()
+    )
+    try:
+        summary = run_with_signals(_execute(manifest, settings, options, progress))
+    except KeyboardInterrupt:
+        print(
+            f"scenario-batch: interrupted; in-flight jobs are recorded in {out_dir}. "
+            "Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except CredentialsError as exc:
+        print(f"scenario-batch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(one_line_summary(summary, out_dir))
+    return summary.exit_code
+
+
+async def _execute(
+    manifest: Manifest, settings: ApiSettings, options: RunOptions, progress: Progress
+) -> RunSummary:
+    return await run_manifest(manifest, settings, options, progress=progress)
+
+
+def one_line_summary(summary: RunSummary, out_dir: Path) -> str:
+    """One line for alerting: what happened, what it cost, where it is."""
+    text = (
+        f"scenario-batch: {summary.succeeded}/{summary.total} succeeded, "
+        f"{summary.failed} failed, {summary.unfinished} unfinished, "
+        f"{summary.submitted} submitted this run, {summary.spent:g} CU spent; "
+        f"outputs and ledger in {out_dir}"
+    )
+    if summary.stopped:
+        text += f"; stopped early: {summary.stopped}"
+    return text
+
+
+def run_with_signals(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine`; the first SIGINT/SIGTERM cancels it cleanly (KeyboardInterrupt),
+    a second one exits at once (the ledger is durable record by record)."""
+
+    async def guarded() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        interrupted = False
+
+        def on_signal() -> None:
+            nonlocal interrupted
+            if interrupted:
+                os._exit(EXIT_INTERRUPTED)
+            interrupted = True
+            task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal)
+        try:
+            return await coroutine
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(guarded())
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from batch.simulator import SimulatorConfig, serve
+
+    config = SimulatorConfig(
+        seed=args.seed,
+        job_latency_s=args.latency,
+        job_failure_rate=args.failure_rate,
+        parallel_jobs_limit=args.parallel_limit,
+    )
+    try:
+        run_with_signals(serve(config, port=args.port, cdn_port=args.cdn_port))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+def _replace_settings(settings: ApiSettings, **changes: Any) -> ApiSettings:
+    import dataclasses
+
+    return dataclasses.replace(settings, **changes)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value

@@ -1,0 +1,73 @@
+"""Logging setup: concise text lines by default, one JSON object per event on request.
+
+Log lines go through tqdm's writer on a terminal so they do not tear the bar. A filter
+redacts the API credentials from every record, whatever module logged it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from tqdm.contrib.logging import _TqdmLoggingHandler  # the bar-safe writer tqdm ships
+
+SECRET_VARIABLES = ("SCENARIO_SDK_API_KEY", "SCENARIO_SDK_API_SECRET")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        extra = getattr(record, "event", None)
+        if isinstance(extra, dict):
+            event.update(extra)
+        if record.exc_info:
+            event["error"] = self.formatException(record.exc_info)
+        return json.dumps(event, ensure_ascii=False)
+
+
+class RedactSecrets(logging.Filter):
+    """Replace credentials wherever they would appear in a log line."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        message = record.getMessage()
+        redacted = message
+        for secret in self._secrets:
+            redacted = redacted.replace(secret, "[redacted]")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def configure_logging(*, verbose: int = 0, quiet: bool = False, json_format: bool = False) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler: logging.Handler
+    if sys.stderr.isatty() and not json_format:
+        handler = _TqdmLoggingHandler()
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter()
+        if json_format
+        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    handler.addFilter(RedactSecrets([os.environ.get(name, "") for name in SECRET_VARIABLES]))
+    root = logging.getLogger("batch")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    # Third-party loggers (aiohttp, tenacity) stay quiet unless asked for.
+    logging.getLogger().setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)

@@ -1,0 +1,165 @@
+"""Output files: stream from the CDN to a temp file, verify, then rename into place.
+
+A file appears under its final name only once it is complete, matches the length the
+CDN announced, and decodes as an image. Anything else is retried (with a fresh URL when
+the old one expired) or reported; a half-written temp file never survives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import random
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import aiofiles
+import aiohttp
+from PIL import Image, UnidentifiedImageError
+
+from batch.errors import DownloadError
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX: Final = ".partial-"
+MAX_OUTPUT_BYTES: Final = 256 * 1024 * 1024
+EXPIRED_STATUSES: Final = frozenset({401, 403, 404, 410})
+EXTENSIONS: Final = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
+CHUNK: Final = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    path: Path
+    sha256: str
+    size: int
+
+
+class _Retry(Exception):
+    """A download attempt failed in a way another attempt may fix."""
+
+
+async def fetch_output(
+    session: aiohttp.ClientSession,
+    url: str,
+    directory: Path,
+    stem: str,
+    *,
+    refresh_url: Callable[[], Awaitable[str]],
+    attempts: int = 6,
+    base_wait_s: float = 0.25,
+    client_timeout: aiohttp.ClientTimeout | None = None,
+) -> Fetched:
+    """Download `url` into `directory/stem.<ext>`. No credentials are sent to the CDN."""
+    last_problem = "no attempt made"
+    for attempt in range(1, attempts + 1):
+        try:
+            return await _fetch_once(session, url, directory, stem, client_timeout)
+        except _Expired as expired:
+            last_problem = str(expired)
+            url = await refresh_url()
+        except _Retry as problem:
+            last_problem = str(problem)
+        if attempt < attempts:
+            await asyncio.sleep(random.uniform(0, base_wait_s * 2 ** (attempt - 1)))
+    raise DownloadError(f"could not download {stem}: {last_problem} (after {attempts} attempts)")
+
+
+class _Expired(_Retry):
+    """The signed URL was refused: fetch a fresh one."""
+
+
+async def _fetch_once(
+    session: aiohttp.ClientSession,
+    url: str,
+    directory: Path,
+    stem: str,
+    client_timeout: aiohttp.ClientTimeout | None,
+) -> Fetched:
+    temp = directory / f"{TEMP_PREFIX}{stem}.{secrets.token_hex(4)}"
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        async with session.get(url, max_redirects=3, timeout=client_timeout) as response:
+            if response.status in EXPIRED_STATUSES:
+                raise _Expired(f"CDN answered HTTP {response.status}")
+            if response.status != 200:
+                raise _Retry(f"CDN answered HTTP {response.status}")
+            expected = response.content_length
+            if expected is not None and expected > MAX_OUTPUT_BYTES:
+                raise DownloadError(f"output of {stem} is {expected} bytes, over the limit")
+            # "x": never follow or reuse something planted under the temp name.
+            async with aiofiles.open(temp, "xb") as handle:
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    size += len(chunk)
+                    if size > MAX_OUTPUT_BYTES:
+                        raise DownloadError(f"output of {stem} exceeds {MAX_OUTPUT_BYTES} bytes")
+                    digest.update(chunk)
+                    await handle.write(chunk)
+                await handle.flush()
+                await asyncio.to_thread(os.fsync, handle.fileno())
+            if expected is not None and size != expected:
+                raise _Retry(f"body was {size} bytes, Content-Length said {expected}")
+        extension = await asyncio.to_thread(_image_extension, temp)
+        final = directory / f"{stem}.{extension}"
+        os.replace(temp, final)  # replaces a planted symlink itself, never its target
+        _fsync_directory(directory)
+        return Fetched(final, digest.hexdigest(), size)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def _image_extension(path: Path) -> str:
+    try:
+        with Image.open(path) as image:
+            kind = image.format or ""
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise _Retry(f"downloaded bytes are not a valid image ({exc})") from exc
+    return EXTENSIONS.get(kind, "img")
+
+
+def image_format(data: bytes) -> str | None:
+    """The Pillow format name of image bytes, or None when they are not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format
+    except (UnidentifiedImageError, OSError):
+        return None
+
+
+def remove_stale_temps(directory: Path) -> int:
+    """Temp files left by a killed run are never results: remove them."""
+    removed = 0
+    for leftover in directory.glob(f"{TEMP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+            removed += 1
+    return removed
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

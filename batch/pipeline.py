@@ -1,0 +1,512 @@
+"""The run, top-down: plan -> upload -> submit -> poll -> download, with a ledger entry at
+every step so that a rerun of the same command resumes exactly where this one stopped.
+
+Ownership: `run_manifest` opens one TaskGroup that owns the poller and every item task.
+An item's slot is acquired before its task is spawned, so at most `concurrency` items are
+alive at once, however long the manifest. Cancellation (Ctrl-C, SIGTERM) propagates
+through the group; every ledger record handed over is still written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from batch.api import JobView, ScenarioClient
+from batch.errors import (
+    AmbiguousSubmitError,
+    ApiError,
+    BatchError,
+    CredentialsError,
+    LedgerError,
+    ParallelJobsLimitError,
+    PermanentApiError,
+    TransientApiError,
+)
+from batch.ledger import DirectoryLock, ItemRecord, LedgerState, LedgerWriter, load_state, utc_now
+from batch.manifest import Item, Manifest
+from batch.outputs import fetch_output, remove_stale_temps
+from batch.poller import Poller, PollPolicy
+from batch.progress import Progress, SilentProgress
+from batch.reconcile import Reconciler
+from batch.references import References
+from batch.settings import ApiSettings
+from batch.slots import Slots
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_JOB_TIMEOUT_S = 30 * 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    out_dir: Path
+    concurrency: int = DEFAULT_CONCURRENCY
+    job_retries: int = 1  # resubmissions of a job that ended in failure (each try costs)
+    job_timeout_s: float = DEFAULT_JOB_TIMEOUT_S
+    retry_failed: bool = False
+    cancel_on_interrupt: bool = False
+    max_cost: float | None = None
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    download_attempts: int = 6
+    download_parallel: int = 16
+    shard: tuple[int, int] | None = None  # (index, count): run only this slice of the items
+
+
+@dataclass(slots=True)
+class RunSummary:
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    unfinished: int = 0
+    skipped: int = 0  # already succeeded before this run
+    submitted: int = 0  # generate calls sent by this run
+    spent: float = 0.0  # compute units, whole ledger
+    failures: list[tuple[str, str, str | None]] = field(default_factory=list)
+    stopped: str | None = None  # why the run stopped early, if it did
+    removed: list[str] = field(default_factory=list)  # ledger items no longer in the manifest
+    requests: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed or self.unfinished or self.stopped:
+            return 1
+        return 0
+
+
+class _BudgetReached(Exception):
+    """Submitting this item would pass --max-cost."""
+
+
+class Run:
+    """One run of a manifest into one output directory."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        client: ScenarioClient,
+        session: aiohttp.ClientSession,
+        options: RunOptions,
+        state: LedgerState,
+        writer: LedgerWriter,
+        progress: Progress,
+    ) -> None:
+        self.manifest = manifest
+        self.client = client
+        self.session = session
+        self.options = options
+        self.state = state
+        self.writer = writer
+        self.progress = progress
+        self.poller = Poller(client, options.poll)
+        self.slots = Slots(options.concurrency)
+        self.references = References(client, session, state.assets, writer.append)
+        self.reconciler = Reconciler(client, self._is_claimed)
+        self.downloads = asyncio.Semaphore(options.download_parallel)
+        self.summary = RunSummary()
+        self._claimed: set[str] = {
+            job_id for record in _every_record(state) for job_id in record.job_ids
+        }
+        self._spent = state.total_spent()
+        self._cost_per_output: float | None = None
+        self._stop_submitting: str | None = None
+
+    # -- top level --------------------------------------------------------------------
+
+    async def execute(self) -> RunSummary:
+        started = time.monotonic()
+        items = [item for item in self.manifest.items if _in_shard(item.id, self.options.shard)]
+        self.summary.total = len(items)
+        self.summary.removed = sorted(set(self.state.items) - {i.id for i in items})
+        todo = list(self._plan(items))
+        self.progress.start(total=len(items), done=self.summary.skipped)
+        try:
+            async with asyncio.TaskGroup() as group:
+                poll_task = group.create_task(self.poller.run(), name="poller")
+                await self._start_items(group, todo)
+                await self._wait_idle()
+                self.poller.stop()
+                await poll_task
+        except BaseExceptionGroup as group:
+            raise _decisive(group) from None
+        finally:
+            self.summary.spent = self._spent
+            self.summary.requests = self.client.requests_sent
+            self.summary.elapsed_s = time.monotonic() - started
+            self.progress.close()
+        self.summary.stopped = self.summary.stopped or self._stop_submitting
+        return self.summary
+
+    def _plan(self, items: list[Item]) -> Iterator[tuple[Item, ItemRecord | None]]:
+        """Skip what is done; everything else goes in manifest order."""
+        for item in items:
+            record = self.state.items.get(item.id)
+            if record is not None and record.fp != item.fingerprint:
+                record = None  # the inputs changed: a new item under the same id
+            if record is not None and record.state == "succeeded":
+                self.summary.skipped += 1
+                self.summary.succeeded += 1
+                continue
+            if record is not None and record.state == "failed" and not self.options.retry_failed:
+                self._count_failure(item.id, record.error or "failed", record.hint)
+                continue
+            yield item, record
+
+    async def _start_items(
+        self, group: asyncio.TaskGroup, todo: list[tuple[Item, ItemRecord | None]]
+    ) -> None:
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        for item, record in todo:
+            resumable = record is not None and record.state in ("submitted", "submitting")
+            if self._stop_submitting and not resumable:
+                self.summary.unfinished += 1
+                continue
+            await self.slots.acquire()  # before the task exists: bounded live tasks
+            self._active += 1
+            self._idle.clear()
+            group.create_task(self._item_task(item, record), name=f"item:{item.id}")
+
+    async def _wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def _item_task(self, item: Item, record: ItemRecord | None) -> None:
+        try:
+            await self._process(item, record)
+        except PermanentApiError as exc:
+            await self._fail(item, str(exc), exc.hint)
+        except _BudgetReached:
+            self.summary.unfinished += 1
+        except CredentialsError:
+            raise  # ends the whole run: nothing more is spent
+        except (TransientApiError, LedgerError) as exc:
+            # Resumable: the ledger says where this item is; a rerun picks it up.
+            log.warning("%s: gave up for this run: %s", item.id, exc)
+            self.summary.unfinished += 1
+            self.progress.item_finished(ok=False)
+        finally:
+            await self.slots.release()
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    # -- one item ---------------------------------------------------------------------
+
+    async def _process(self, item: Item, record: ItemRecord | None) -> None:
+        if record is None:
+            await self._record(item, state="planned", prompt=item.prompt)
+            record = ItemRecord(item.id, item.fingerprint)
+        attempts = record.attempts
+        if record.state == "failed":
+            attempts = 0  # --retry-failed: a fresh allowance of tries
+        job_id: str | None = record.job_id if record.state == "submitted" else None
+        since = record.submitted_at or utc_now()
+        if record.state == "submitting":
+            job_id, since = await self._resume_submitting(item, record)
+        while True:
+            if job_id is None:
+                job_id, since = await self._submit(item)
+                attempts += 1
+            job, urls = await self._wait_for_job(item, job_id, since)
+            if job.status == "success":
+                await self._download(item, job, urls)
+                return
+            reason = job.error or f"job ended with status {job.status}"
+            if attempts > self.options.job_retries:
+                await self._fail(item, reason, job.hint, job_id=job_id)
+                return
+            log.info("%s: job %s ended %s (%s); trying again", item.id, job_id, job.status, reason)
+            await self._record(item, state="planned", error=reason, hint=job.hint)
+            job_id = None
+
+    async def _resume_submitting(self, item: Item, record: ItemRecord) -> tuple[str | None, str]:
+        """A previous run died between writing `submitting` and learning the job id."""
+        body = item.generate_body(await self.references.asset_ids(item))
+        sent_at = record.submitted_at or utc_now()
+        job = await self.reconciler.find(body, sent_at)
+        if job is None:
+            log.info("%s: no job from the interrupted submit; submitting now", item.id)
+            return None, sent_at
+        await self._adopt(item, job, cost=None)
+        return job.job_id, job.created_at
+
+    async def _submit(self, item: Item) -> tuple[str, str]:
+        """Send one generate call and tie its job to the item, never paying twice."""
+        references = await self.references.asset_ids(item)
+        body = item.generate_body(references)
+        while True:
+            self._check_budget(item)
+            sent_at = utc_now()
+            await self._record(item, state="submitting", submittedAt=sent_at, references=references)
+            try:
+                submitted = await self.client.generate(self.manifest.model, body)
+            except ParallelJobsLimitError as exc:
+                await self._record(item, state="planned", notCreated=True)
+                self._on_ceiling(exc)
+                await self.slots.wait_for_release(max_wait_s=5.0)
+                continue
+            except AmbiguousSubmitError as exc:
+                log.info("%s: %s; looking for the job before sending again", item.id, exc)
+                job = await self.reconciler.find(body, sent_at)
+                if job is not None:
+                    await self._adopt(item, job, cost=None)
+                    return job.job_id, job.created_at
+                await self._record(item, state="planned", notCreated=True)
+                continue
+            except ApiError:
+                # A definite refusal: no job exists; the caller decides what comes next.
+                await self._record(item, state="planned", notCreated=True)
+                raise
+            self.summary.submitted += 1
+            job = submitted.job
+            self._claimed.add(job.job_id)
+            self._spend(submitted.cost, item)
+            await self._record(
+                item,
+                state="submitted",
+                jobId=job.job_id,
+                cost=submitted.cost,
+                createdAt=job.created_at,
+            )
+            self.progress.in_flight(len(self.poller.in_flight()) + 1)
+            return job.job_id, job.created_at
+
+    async def _adopt(self, item: Item, job: JobView, cost: float | None) -> None:
+        self._claimed.add(job.job_id)
+        await self._record(item, state="submitted", jobId=job.job_id, reconciled=True, cost=cost)
+
+    async def _wait_for_job(
+        self, item: Item, job_id: str, since: str
+    ) -> tuple[JobView, dict[str, str]]:
+        try:
+            async with asyncio.timeout(self._job_timeout()):
+                return await self.poller.wait_for(job_id, since)
+        except TimeoutError:
+            self.poller.forget(job_id)
+            log.warning("%s: job %s did not finish in time; canceling it", item.id, job_id)
+            with contextlib.suppress(ApiError):
+                await self.client.cancel_job(job_id)
+            timed_out = JobView(
+                job_id, "timeout", 0.0, since, utc_now(), error="timeout", hint=None
+            )
+            return timed_out, {}
+
+    def _job_timeout(self) -> float:
+        return self.manifest.job_timeout_s or self.options.job_timeout_s
+
+    async def _download(self, item: Item, job: JobView, urls: Mapping[str, str]) -> None:
+        files = []
+        for index, asset_id in enumerate(job.asset_ids):
+            stem = self._file_stem(item, index)
+
+            async def refresh(asset_id: str = asset_id) -> str:
+                return await self.client.asset_url(asset_id)
+
+            url = urls.get(asset_id) or await refresh()
+            async with self.downloads:
+                fetched = await fetch_output(
+                    self.session,
+                    url,
+                    self.options.out_dir,
+                    stem,
+                    refresh_url=refresh,
+                    attempts=self.options.download_attempts,
+                )
+            files.append(
+                {
+                    "path": fetched.path.name,
+                    "sha256": fetched.sha256,
+                    "size": fetched.size,
+                    "assetId": asset_id,
+                }
+            )
+        await self._record(
+            item,
+            state="succeeded",
+            jobId=job.job_id,
+            assetIds=list(job.asset_ids),
+            files=files,
+            cuCost=job.cost,
+        )
+        self.summary.succeeded += 1
+        self.progress.item_finished(ok=True)
+
+    def _file_stem(self, item: Item, index: int) -> str:
+        """`<id>_<n>`; if older inputs of this id already own that name, keep their file."""
+        stem = f"{item.id}_{index}"
+        for older in self.state.superseded.get(item.id, []):
+            if any(Path(f.path).stem == stem for f in older.files):
+                return f"{item.id}_{item.fingerprint[:8]}_{index}"
+        return stem
+
+    async def _fail(
+        self, item: Item, error: str, hint: str | None, *, job_id: str | None = None
+    ) -> None:
+        await self._record(item, state="failed", error=error, hint=hint, jobId=job_id)
+        self._count_failure(item.id, error, hint)
+        self.progress.item_finished(ok=False)
+
+    def _count_failure(self, item_id: str, error: str, hint: str | None) -> None:
+        self.summary.failed += 1
+        self.summary.failures.append((item_id, error, hint))
+
+    # -- money and ceilings -----------------------------------------------------------
+
+    def _on_ceiling(self, exc: ParallelJobsLimitError) -> None:
+        if exc.limit is not None and exc.limit < self.slots.limit:
+            log.warning(
+                "the account runs at most %d jobs at once; lowering concurrency from %d",
+                exc.limit,
+                self.slots.limit,
+            )
+            self.slots.shrink_to(exc.limit)
+
+    def _spend(self, cost: float | None, item: Item) -> None:
+        if cost is None:
+            return
+        self._spent += cost
+        self._cost_per_output = cost / max(1, item.num_outputs)
+
+    def _check_budget(self, item: Item) -> None:
+        budget = self.manifest.max_cost if self.options.max_cost is None else self.options.max_cost
+        if budget is None:
+            return
+        expected = (self._cost_per_output or 0.0) * item.num_outputs
+        if self._spent + expected > budget:
+            self._stop_submitting = (
+                f"budget reached: {self._spent:g} of {budget:g} compute units spent, "
+                f"the next job would pass it"
+            )
+            raise _BudgetReached
+
+    # -- ledger -----------------------------------------------------------------------
+
+    async def _record(self, item: Item, **fields: Any) -> None:
+        record = {"type": "item", "id": item.id, "fp": item.fingerprint, **fields}
+        record = {k: v for k, v in record.items() if v is not None}
+        await self.writer.append(record)
+        self.state.apply(record)
+
+    def _is_claimed(self, job_id: str) -> bool:
+        return job_id in self._claimed
+
+
+def _decisive(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error of a failed task group that decides how the run ends."""
+    leaves: list[BaseException] = []
+
+    def flatten(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                flatten(inner)
+        else:
+            leaves.append(error)
+
+    flatten(group)
+    for kind in (KeyboardInterrupt, CredentialsError, LedgerError, BatchError):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return leaves[0] if len(leaves) == 1 else group
+
+
+def _every_record(state: LedgerState) -> Iterator[ItemRecord]:
+    yield from state.items.values()
+    for older in state.superseded.values():
+        yield from older
+
+
+def _in_shard(item_id: str, shard: tuple[int, int] | None) -> bool:
+    if shard is None:
+        return True
+    import hashlib
+
+    index, count = shard
+    return int(hashlib.sha256(item_id.encode()).hexdigest()[:8], 16) % count == index
+
+
+async def run_manifest(
+    manifest: Manifest,
+    settings: ApiSettings,
+    options: RunOptions,
+    *,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Run (or resume) a manifest into `options.out_dir`."""
+    out_dir = options.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = DirectoryLock(out_dir)
+    lock.acquire()
+    try:
+        remove_stale_temps(out_dir)
+        state = load_state(out_dir)
+        writer = LedgerWriter(out_dir)
+        writer.open()
+        try:
+            writer.append_now(
+                {
+                    "type": "run",
+                    "event": "start",
+                    "manifest": str(manifest.path),
+                    "items": len(manifest.items),
+                }
+            )
+            async with _session(settings, options) as session:
+                client = ScenarioClient(session, settings)
+                run = Run(
+                    manifest, client, session, options, state, writer, progress or SilentProgress()
+                )
+                try:
+                    summary = await run.execute()
+                except BaseException:
+                    if options.cancel_on_interrupt:
+                        await _cancel_in_flight(run)
+                    raise
+            writer.append_now(
+                {
+                    "type": "run",
+                    "event": "end",
+                    "succeeded": summary.succeeded,
+                    "failed": summary.failed,
+                    "unfinished": summary.unfinished,
+                }
+            )
+            return summary
+        finally:
+            writer.close()
+    finally:
+        lock.release()
+
+
+async def _cancel_in_flight(run: Run) -> None:
+    """--cancel-on-interrupt: stop paying for jobs nobody will wait for."""
+    job_ids = run.poller.in_flight()
+    if not job_ids:
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(10):
+            for job_id in job_ids:
+                await asyncio.shield(run.client.cancel_job(job_id))
+
+
+@contextlib.asynccontextmanager
+async def _session(settings: ApiSettings, options: RunOptions) -> Any:
+    connector = aiohttp.TCPConnector(limit=max(32, options.concurrency * 2), limit_per_host=0)
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
+    )
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, raise_for_status=False
+    ) as session:
+        yield session

@@ -1,0 +1,223 @@
+"""One poller for every job in flight.
+
+Polling is not retrying: this is its own loop with its own pace. Each tick asks the job
+list for every custom job updated since the last tick (newest first, following tokens
+past short pages), so one request reports on many jobs. With only a few jobs in flight,
+or for a job the list has not mentioned for a while, it asks about that job directly.
+Fresh output URLs for every job that succeeded in a tick come from one get-bulk call.
+
+The pace adapts to how long jobs take: about a tenth of the typical job duration,
+so a finished job waits on average 5% of its own duration to be noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from batch.api import JobView, ScenarioClient
+from batch.errors import ApiError, CredentialsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    min_interval_s: float = 0.1
+    max_interval_s: float = 10.0
+    initial_interval_s: float = 1.0
+    fraction_of_job: float = 0.1  # poll every tenth of a typical job's duration
+    direct_below: int = 3  # with fewer jobs than this in flight, ask about each directly
+    stale_after_ticks: int = 8  # a job the list has not shown for this many ticks: ask directly
+    overlap_s: float = 2.0  # re-read this much of the list's past, against clock jitter
+
+
+@dataclass(slots=True)
+class _Watch:
+    job_id: str
+    since: dt.datetime
+    started: float
+    future: asyncio.Future[tuple[JobView, dict[str, str]]]
+    last_seen_tick: int = 0
+
+
+@dataclass(slots=True)
+class PollStats:
+    ticks: int = 0
+    list_requests: int = 0
+    direct_requests: int = 0
+    url_requests: int = 0
+    durations: list[float] = field(default_factory=list)
+
+
+class Poller:
+    def __init__(
+        self,
+        client: ScenarioClient,
+        policy: PollPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._policy = policy or PollPolicy()
+        self._clock = clock
+        self._watches: dict[str, _Watch] = {}
+        self._cursor: dt.datetime | None = None
+        self._changed = asyncio.Event()
+        self._stopped = False
+        self._typical_s: float | None = None
+        self.stats = PollStats()
+        self.error: BaseException | None = None
+
+    async def wait_for(self, job_id: str, since: str) -> tuple[JobView, dict[str, str]]:
+        """Wait until the job is final; returns it with fresh URLs of its outputs."""
+        existing = self._watches.get(job_id)
+        if existing is None:
+            future: asyncio.Future[tuple[JobView, dict[str, str]]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            existing = _Watch(job_id, parse_time(since), self._clock(), future)
+            existing.last_seen_tick = self.stats.ticks
+            self._watches[job_id] = existing
+            cursor = existing.since - dt.timedelta(seconds=self._policy.overlap_s)
+            if self._cursor is None or cursor < self._cursor:
+                self._cursor = cursor
+            self._changed.set()
+        try:
+            return await asyncio.shield(existing.future)
+        finally:
+            if existing.future.done() or existing.future.cancelled():
+                self._watches.pop(job_id, None)
+
+    def forget(self, job_id: str) -> None:
+        """Stop watching a job (its waiter gave up, e.g. on a timeout)."""
+        watch = self._watches.pop(job_id, None)
+        if watch is not None and not watch.future.done():
+            watch.future.cancel()
+
+    def in_flight(self) -> list[str]:
+        return list(self._watches)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._changed.set()
+
+    @property
+    def interval(self) -> float:
+        policy = self._policy
+        if self._typical_s is None:
+            return policy.initial_interval_s
+        wanted = self._typical_s * policy.fraction_of_job
+        return min(policy.max_interval_s, max(policy.min_interval_s, wanted))
+
+    async def run(self) -> None:
+        """Poll until stopped. A 401 ends the run; other API errors are retried next tick."""
+        while not self._stopped:
+            if not self._watches:
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+                continue
+            await self._sleep(self.interval)
+            if self._stopped:
+                break
+            try:
+                await self._tick()
+            except CredentialsError as exc:
+                self._fail_all(exc)
+                raise
+            except ApiError as exc:
+                log.warning("polling failed this tick, will try again: %s", exc)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            # Wake early only to stop; new jobs wait for the next tick like everyone else.
+            await asyncio.wait_for(self._wait_stopped(), timeout=seconds)
+
+    async def _wait_stopped(self) -> None:
+        while not self._stopped:
+            await self._changed.wait()
+            self._changed.clear()
+
+    async def _tick(self) -> None:
+        self.stats.ticks += 1
+        tick = self.stats.ticks
+        seen: dict[str, JobView] = {}
+        if len(self._watches) < self._policy.direct_below:
+            for job_id in list(self._watches):
+                seen[job_id] = await self._client.get_job(job_id)
+                self.stats.direct_requests += 1
+        else:
+            await self._read_list(seen)
+            stale = [
+                w.job_id
+                for w in self._watches.values()
+                if w.job_id not in seen
+                and tick - w.last_seen_tick >= self._policy.stale_after_ticks
+            ]
+            for job_id in stale:
+                seen[job_id] = await self._client.get_job(job_id)
+                self.stats.direct_requests += 1
+        for job_id in seen:
+            if job_id in self._watches:
+                self._watches[job_id].last_seen_tick = tick
+        finished = [job for job in seen.values() if job.is_final and job.job_id in self._watches]
+        urls: dict[str, str] = {}
+        wanted = [a for job in finished if job.status == "success" for a in job.asset_ids]
+        if wanted:
+            urls = await self._client.asset_urls(wanted)
+            self.stats.url_requests += -(-len(wanted) // 200)
+        for job in finished:
+            watch = self._watches.pop(job.job_id)
+            self._learn(self._clock() - watch.started)
+            if not watch.future.done():
+                mine = {a: urls[a] for a in job.asset_ids if a in urls}
+                watch.future.set_result((job, mine))
+
+    async def _read_list(self, seen: dict[str, JobView]) -> None:
+        newest: dt.datetime | None = None
+        cursor = self._cursor
+        async for job in self._client.list_jobs(
+            updated_after=format_time(cursor) if cursor else None, job_type="custom"
+        ):
+            updated = parse_time(job.updated_at)
+            newest = updated if newest is None or updated > newest else newest
+            if job.job_id in self._watches and job.job_id not in seen:
+                seen[job.job_id] = job  # newest first: the first sighting is the latest
+        self.stats.list_requests += 1
+        if newest is not None:
+            moved = newest - dt.timedelta(seconds=self._policy.overlap_s)
+            if cursor is None or moved > cursor:
+                self._cursor = moved
+
+    def _learn(self, seconds: float) -> None:
+        self.stats.durations.append(seconds)
+        # A slow-moving average: one odd job does not swing the pace.
+        self._typical_s = (
+            seconds if self._typical_s is None else 0.8 * self._typical_s + 0.2 * seconds
+        )
+
+    def _fail_all(self, error: BaseException) -> None:
+        self.error = error
+        for watch in self._watches.values():
+            if not watch.future.done():
+                watch.future.set_exception(error)
+        self._watches.clear()
+
+
+def parse_time(value: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return dt.datetime.now(dt.UTC)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def format_time(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,41 @@
+"""Job slots: at most `limit` items in flight (submitted and not yet downloaded).
+
+The limit is acquired before an item's task is spawned, so a 100,000-item manifest never
+has more than `limit` item tasks alive. When the API reports the account's ceiling on
+parallel jobs, the limit drops to it, and a refused submit waits for one of our jobs to
+finish (a release), not for a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class Slots:
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"concurrency must be at least 1, got {limit}")
+        self.limit = limit
+        self.in_use = 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_use < self.limit)
+            self.in_use += 1
+
+    async def release(self) -> None:
+        async with self._changed:
+            self.in_use -= 1
+            self._changed.notify_all()
+
+    def shrink_to(self, limit: int) -> None:
+        self.limit = max(1, min(self.limit, limit))
+
+    async def wait_for_release(self, max_wait_s: float) -> None:
+        """Wait until some slot is released, or `max_wait_s` seconds (jobs of other runs on the
+        same account may be what fills the ceiling, and their end sends us no signal)."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), max_wait_s)

@@ -1,0 +1,86 @@
+"""Helpers shared by the end-to-end tests: manifests on disk, runs, ledger checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from batch.ledger import load_state
+from batch.manifest import load_manifest
+from batch.pipeline import RunOptions, RunSummary, run_manifest
+from batch.poller import PollPolicy
+from batch.settings import ApiSettings, RetryPolicy
+from batch.simulator import Simulator
+from tests.conftest import TEST_API_KEY, TEST_API_SECRET, make_png
+
+FAST_POLL = PollPolicy(min_interval_s=0.02, initial_interval_s=0.05, max_interval_s=0.5)
+FAST_RETRY = RetryPolicy(attempts=8, initial_wait_s=0.01, max_wait_s=0.2, total_s=30)
+
+
+def write_images(folder: Path, count: int, *, size: tuple[int, int] = (32, 24)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"img{index:04d}.png"
+        color = (index * 37 % 256, index * 91 % 256, index * 13 % 256)
+        path.write_bytes(make_png(*size, color=color))
+        paths.append(path)
+    return paths
+
+
+def write_manifest(folder: Path, jobs: list[dict[str, Any]], **top: Any) -> Path:
+    path = folder / "manifest.yaml"
+    path.write_text(yaml.safe_dump({**top, "jobs": jobs}, sort_keys=False))
+    return path
+
+
+def settings_for(sim: Simulator, **changes: Any) -> ApiSettings:
+    return ApiSettings(
+        base_url=sim.base_url,
+        api_key=TEST_API_KEY,
+        api_secret=TEST_API_SECRET,
+        retry=changes.pop("retry", FAST_RETRY),
+        **changes,
+    )
+
+
+async def run(
+    sim: Simulator, manifest_path: Path, out: Path, **options: Any
+) -> RunSummary:
+    manifest = load_manifest(manifest_path)
+    run_options = RunOptions(out_dir=out, poll=options.pop("poll", FAST_POLL), **options)
+    return await run_manifest(manifest, settings_for(sim), run_options)
+
+
+def jobs_created_per_prompt(sim: Simulator) -> Counter[str]:
+    return Counter(
+        str(r.body["prompt"])
+        for r in sim.request_log
+        if r.is_generate and r.job_id is not None and isinstance(r.body, dict)
+    )
+
+
+def assert_outputs_intact(out: Path) -> int:
+    """Every succeeded item's files exist with the hash the ledger records; returns the count."""
+    state = load_state(out)
+    files = 0
+    for record in state.items.values():
+        if record.state != "succeeded":
+            continue
+        assert record.files, f"{record.id} succeeded without files"
+        for output in record.files:
+            data = (out / output.path).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == output.sha256, output.path
+            assert len(data) == output.size
+            files += 1
+    assert not list(out.glob(".partial-*")), "a temp file survived"
+    return files
+
+
+def ledger_lines(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "ledger.jsonl").read_text().splitlines()]

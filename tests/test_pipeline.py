@@ -1,0 +1,109 @@
+"""End-to-end runs against the in-process simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batch.ledger import load_state
+from batch.simulator import Simulator
+from tests.conftest import SimulatorFactory
+from tests.pipeline_helpers import (
+    assert_outputs_intact,
+    jobs_created_per_prompt,
+    run,
+    write_images,
+    write_manifest,
+)
+
+
+async def test_two_hundred_items_land_once_each(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """200 items with mixed numOutputs: every output on disk and intact, one job per item."""
+    sim = await simulator_factory(job_latency_s=0.1)
+    images = write_images(tmp_path / "images", 20)
+    jobs = [
+        {
+            "id": f"item-{n:03d}",
+            "prompt": f"edit number {n}",
+            "referenceImages": [str(images[n % 20].relative_to(tmp_path))],
+            "numOutputs": 1 + n % 3,
+        }
+        for n in range(200)
+    ]
+    manifest = write_manifest(tmp_path, jobs)
+    out = tmp_path / "out"
+
+    summary = await run(sim, manifest, out, concurrency=32)
+
+    assert (summary.succeeded, summary.failed, summary.unfinished) == (200, 0, 0)
+    assert summary.exit_code == 0
+    per_prompt = jobs_created_per_prompt(sim)
+    assert len(per_prompt) == 200 and set(per_prompt.values()) == {1}
+    assert assert_outputs_intact(out) == sum(1 + n % 3 for n in range(200))
+    uploads = [r for r in sim.request_log if r.method == "POST" and r.path == "/v1/assets"]
+    assert len(uploads) == 20, "each distinct reference image is uploaded once"
+    assert (out / "item-000_0.png").exists()
+
+
+async def test_rerun_of_finished_directory_spends_nothing(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """A second run over a finished output directory sends no upload and no generate call."""
+    images = write_images(tmp_path / "images", 3)
+    jobs = [
+        {"prompt": f"p{n}", "referenceImages": [str(images[n].relative_to(tmp_path))]}
+        for n in range(3)
+    ]
+    manifest = write_manifest(tmp_path, jobs)
+    out = tmp_path / "out"
+    first = await run(simulator, manifest, out)
+    assert first.succeeded == 3
+    before = len(simulator.request_log)
+
+    second = await run(simulator, manifest, out)
+
+    assert (second.succeeded, second.skipped, second.submitted) == (3, 3, 0)
+    assert len(simulator.request_log) == before
+    assert second.exit_code == 0
+
+
+async def test_failed_job_is_retried_then_recorded_with_reason(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """A job that always fails is tried 1 + job_retries times; the ledger keeps error and hint."""
+    sim = await simulator_factory(job_failure_rate=1.0)
+    images = write_images(tmp_path / "images", 1)
+    manifest = write_manifest(
+        tmp_path, [{"id": "doomed", "prompt": "x", "referenceImages": ["images/img0000.png"]}]
+    )
+    del images
+    out = tmp_path / "out"
+
+    summary = await run(sim, manifest, out, job_retries=2)
+
+    assert summary.failed == 1 and summary.exit_code == 1
+    assert jobs_created_per_prompt(sim)["x"] == 3
+    record = load_state(out).items["doomed"]
+    assert record.state == "failed" and record.error and record.hint
+    assert record.attempts == 3
+
+
+async def test_parallel_ceiling_lowers_concurrency(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """With an account ceiling of 3 and concurrency 12, all items finish and none is lost."""
+    sim = await simulator_factory(parallel_jobs_limit=3, job_latency_s=0.1)
+    write_images(tmp_path / "images", 1)
+    jobs = [
+        {"prompt": f"p{n}", "referenceImages": ["images/img0000.png"]} for n in range(15)
+    ]
+    manifest = write_manifest(tmp_path, jobs)
+
+    summary = await run(sim, manifest, tmp_path / "out", concurrency=12)
+
+    assert summary.succeeded == 15
+    assert set(jobs_created_per_prompt(sim).values()) == {1}
+    refused = [r for r in sim.generate_calls() if r.status == 429]
+    # After the first refusals the cap drops to 3: refusals stay a small share.
+    assert len(refused) < 15
