@@ -130,9 +130,9 @@ class Store:
         if asset.data is not None:
             return asset.data
         assert asset.output is not None
-        reference = self.assets[asset.output.reference_id]
-        assert reference.data is not None
-        png = self._renderer.render(asset.output, reference.data)
+        # The reference may itself be an output (edits can be chained).
+        reference = self.asset_bytes(self.assets[asset.output.reference_id])
+        png = self._renderer.render(asset.output, reference)
         if not asset.size:
             info = inspect_image(png)
             asset.size, asset.width, asset.height = len(png), info.width, info.height
