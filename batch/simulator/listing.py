@@ -2,8 +2,8 @@
 
 Without status/type filters jobs come newest first by creation (an O(page) walk
 back from the cursor); with them, newest first by `updatedAt`, which needs every
-job's current state (O(n) per page, fine for tests, slow at 100k jobs by design
-of nobody). Tokens are base64 JSON, but clients must treat them as opaque.
+job's current state (O(n) per page: fine for tests and reconciling, about 0.1 s
+per page at 100k jobs). Tokens are base64 JSON, but clients must treat them as opaque.
 """
 
 from __future__ import annotations
