@@ -353,10 +353,13 @@ class _Builder:
             kind, given = error["type"], error.get("input")
             skip = False
             for i, part in enumerate(error["loc"]):
-                if i > 0 and error["loc"][i - 1] == "images" and part in ("str", "ImagesSpec"):
-                    # One error per field for `images: str | ImagesSpec`: keep the branch
-                    # that matches the shape the user wrote.
-                    skip = (part == "str") == isinstance(given, dict)
+                if i > 0 and error["loc"][i - 1] == "images" and isinstance(part, str):
+                    # `images: str | ImagesSpec` reports each union branch under a tag; keep
+                    # the branch that matches the shape the user wrote, without the tag.
+                    if part == "ImagesSpec":
+                        skip = kind == "model_type"
+                    else:
+                        skip = isinstance(given, dict)
                     continue
                 loc.append(part)
             if skip:

@@ -79,12 +79,13 @@ class LineMap:
 
     def line_of(self, path: tuple[str | int, ...]) -> int | None:
         """The line of `path` (keys and indexes from the root), or of its nearest ancestor."""
-        node, line = self.root, None
+        node = self.root
+        root_entry = self._lines.get(id(node))
+        line = root_entry[0] if root_entry is not None else None
         for part in path:
             entry = self._lines.get(id(node))
             if entry is None:
                 break
-            line = entry[0] if line is None else line
             lines = entry[1]
             if isinstance(node, dict) and isinstance(lines, dict) and part in node:
                 line = lines.get(part, line) if isinstance(part, str) else line
