@@ -31,11 +31,13 @@ from batch.errors import (
     AmbiguousSubmitError,
     ApiError,
     CredentialsError,
+    OutageError,
     ParallelJobsLimitError,
     PermanentApiError,
     RateLimitedError,
     TransientApiError,
 )
+from batch.health import Health
 from batch.settings import ApiSettings, RetryPolicy
 from batch.throttle import Throttle
 
@@ -112,6 +114,7 @@ class ScenarioClient:
         self._root = settings.base_url.rstrip("/")
         self._auth = settings.authorization()
         self._throttle = throttle or Throttle(max_rps=settings.max_rps)
+        self.health = Health(trip_after=settings.outage_trip_after, grace_s=settings.outage_grace_s)
         self.requests_sent = 0
 
     # -- assets -----------------------------------------------------------------------
@@ -275,6 +278,34 @@ class ScenarioClient:
         json: Any = None,
         params: Mapping[str, str] | None = None,
         billable: bool = False,
+        probing: bool = False,
+    ) -> tuple[int, Any]:
+        if not probing:
+            await self.health.ready(self._probe)
+        try:
+            answer = await self._send_once(
+                method, path, json=json, params=params, billable=billable
+            )
+        except (CredentialsError, PermanentApiError, RateLimitedError):
+            self.health.succeeded()  # the API is up: it answered, if only to refuse
+            raise
+        except TransientApiError:
+            self.health.failed()
+            raise
+        self.health.succeeded()
+        return answer
+
+    async def _probe(self) -> None:
+        await self._send("GET", "/jobs", params={"pageSize": "1"}, probing=True)
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        params: Mapping[str, str] | None,
+        billable: bool,
     ) -> tuple[int, Any]:
         query = dict(params or {})
         if self._settings.project_id:
@@ -336,7 +367,7 @@ class _RetryAfterOrFullJitter:
 def _is_retryable(error: BaseException) -> bool:
     # Ambiguous submits and the parallel-jobs ceiling are not for a timer to clear.
     return isinstance(error, TransientApiError) and not isinstance(
-        error, AmbiguousSubmitError | ParallelJobsLimitError
+        error, AmbiguousSubmitError | ParallelJobsLimitError | OutageError
     )
 
 

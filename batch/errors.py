@@ -10,7 +10,8 @@
         ├── TransientApiError    408, 409, 429, 5xx, resets, timeouts: worth retrying
         │   ├── RateLimitedError             429 (with the server's wait, if it gave one)
         │   │   └── ParallelJobsLimitError   429 parallel-custom-jobs: wait for a job, not a timer
-        │   └── AmbiguousSubmitError         a generate call whose outcome is unknown
+        │   ├── AmbiguousSubmitError         a generate call whose outcome is unknown
+        │   └── OutageError                  the API failed every call for the grace period
         └── PermanentApiError    400, 403, 404, 422: the same call will fail again
             └── DownloadError    an output could not be fetched or verified
 
@@ -102,6 +103,10 @@ class ParallelJobsLimitError(RateLimitedError):
 
 class AmbiguousSubmitError(TransientApiError):
     """A generate call was sent but its answer was lost: the job may or may not exist."""
+
+
+class OutageError(TransientApiError):
+    """The API failed every call for longer than the grace period: stop, resumable."""
 
 
 class PermanentApiError(ApiError):

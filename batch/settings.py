@@ -38,6 +38,8 @@ class ApiSettings:
     read_timeout_s: float = 120.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_rps: float | None = None
+    outage_trip_after: int = 20  # transient failures in a row before the API counts as down
+    outage_grace_s: float = 600.0  # how long a down API is probed before the run stops
 
     def __post_init__(self) -> None:
         check_base_url(self.base_url)

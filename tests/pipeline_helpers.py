@@ -49,9 +49,7 @@ def settings_for(sim: Simulator, **changes: Any) -> ApiSettings:
     )
 
 
-async def run(
-    sim: Simulator, manifest_path: Path, out: Path, **options: Any
-) -> RunSummary:
+async def run(sim: Simulator, manifest_path: Path, out: Path, **options: Any) -> RunSummary:
     manifest = load_manifest(manifest_path)
     run_options = RunOptions(out_dir=out, poll=options.pop("poll", FAST_POLL), **options)
     return await run_manifest(manifest, settings_for(sim), run_options)

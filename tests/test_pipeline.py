@@ -95,9 +95,7 @@ async def test_parallel_ceiling_lowers_concurrency(
     """With an account ceiling of 3 and concurrency 12, all items finish and none is lost."""
     sim = await simulator_factory(parallel_jobs_limit=3, job_latency_s=0.1)
     write_images(tmp_path / "images", 1)
-    jobs = [
-        {"prompt": f"p{n}", "referenceImages": ["images/img0000.png"]} for n in range(15)
-    ]
+    jobs = [{"prompt": f"p{n}", "referenceImages": ["images/img0000.png"]} for n in range(15)]
     manifest = write_manifest(tmp_path, jobs)
 
     summary = await run(sim, manifest, tmp_path / "out", concurrency=12)

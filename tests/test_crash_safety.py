@@ -1,0 +1,157 @@
+"""Crash safety of the real CLI: kill -9 at random instants, SIGTERM, dropped submits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from batch.ledger import load_state
+from batch.simulator import Simulator
+from tests.conftest import TEST_API_KEY, TEST_API_SECRET, SimulatorFactory
+from tests.pipeline_helpers import (
+    assert_outputs_intact,
+    jobs_created_per_prompt,
+    run,
+    write_images,
+    write_manifest,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(sim: Simulator) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        SCENARIO_BASE_URL=sim.base_url,
+        SCENARIO_SDK_API_KEY=TEST_API_KEY,
+        SCENARIO_SDK_API_SECRET=TEST_API_SECRET,
+        PYTHONPATH=str(REPO),
+    )
+    env.pop("SCENARIO_PROJECT_ID", None)
+    return env
+
+
+async def _start_cli(sim: Simulator, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "batch",
+        "run",
+        *args,
+        env=_env(sim),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def _crash_manifest(tmp_path: Path, count: int, concurrency: int = 6) -> Path:
+    write_images(tmp_path / "images", 6)
+    jobs = [
+        {
+            "id": f"item-{n:02d}",
+            "prompt": f"crash edit {n}",
+            "referenceImages": [f"images/img{n % 6:04d}.png"],
+            "numOutputs": 1 + n % 2,
+        }
+        for n in range(count)
+    ]
+    return write_manifest(tmp_path, jobs, concurrency=concurrency)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_kill_minus_nine_at_random_instants_never_pays_twice(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """SIGKILL at 20+ seeded instants, then resume until done: one job per item, files intact."""
+    sim = await simulator_factory(job_latency_s=0.5, job_latency_jitter=0.5)
+    manifest = _crash_manifest(tmp_path, 60, concurrency=4)
+    out = tmp_path / "out"
+    schedule = random.Random(20261125)
+    kills = 0
+    for _ in range(60):
+        process = await _start_cli(sim, str(manifest), "--out", str(out), "--job-timeout", "60")
+        if kills < 22:
+            delay = schedule.uniform(0.4, 1.6)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=delay)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+                kills += 1
+                continue
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+        if process.returncode == 0:
+            break
+        assert process.returncode == 1 or process.returncode < 0, stderr.decode()[-2000:]
+    assert kills >= 20
+    final = await _start_cli(sim, str(manifest), "--out", str(out))
+    _, stderr = await asyncio.wait_for(final.communicate(), timeout=120)
+    assert final.returncode == 0, stderr.decode()[-2000:]
+
+    per_prompt = jobs_created_per_prompt(sim)
+    assert len(per_prompt) == 60
+    assert set(per_prompt.values()) == {1}, {k: v for k, v in per_prompt.items() if v != 1}
+    state = load_state(out)
+    assert all(record.state == "succeeded" for record in state.items.values())
+    assert assert_outputs_intact(out) == sum(1 + n % 2 for n in range(60))
+
+
+async def test_sigterm_exits_130_and_rerun_completes(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """SIGTERM mid-run: exit 130, no partial files; the rerun finishes with no duplicate job."""
+    sim = await simulator_factory(job_latency_s=1.0)
+    manifest = _crash_manifest(tmp_path, 12)
+    out = tmp_path / "out"
+    process = await _start_cli(sim, str(manifest), "--out", str(out))
+    for _ in range(200):  # wait until some jobs are in flight
+        await asyncio.sleep(0.05)
+        if len(sim.jobs) >= 3:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 130, stderr.decode()[-2000:]
+    assert b"resume" in stderr
+    assert not list(out.glob(".partial-*"))
+    in_flight = [r for r in load_state(out).items.values() if r.state == "submitted"]
+    assert in_flight, "jobs in flight at the signal are recorded with their job ids"
+    assert all(r.job_id for r in in_flight)
+
+    rerun = await _start_cli(sim, str(manifest), "--out", str(out))
+    _, stderr = await asyncio.wait_for(rerun.communicate(), timeout=60)
+    assert rerun.returncode == 0, stderr.decode()[-2000:]
+    assert set(jobs_created_per_prompt(sim).values()) == {1}
+    assert_outputs_intact(out)
+
+
+async def test_dropped_submit_answers_create_no_duplicates(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """With 10% of generate answers dropped after the job is created, no item gets two jobs."""
+    sim = await simulator_factory(job_latency_s=0.1, drop_after_submit_rate=0.1, seed=3)
+    write_images(tmp_path / "images", 4)
+    jobs = [
+        {"prompt": f"drop {n}", "referenceImages": [f"images/img{n % 4:04d}.png"]}
+        for n in range(80)
+    ]
+    manifest = write_manifest(tmp_path, jobs)
+    out = tmp_path / "out"
+
+    summary = await run(sim, manifest, out, concurrency=16)
+
+    dropped = [r for r in sim.generate_calls() if r.status is None and r.job_id]
+    assert dropped, "the knob dropped some answers"
+    assert summary.succeeded == 80
+    assert set(jobs_created_per_prompt(sim).values()) == {1}
+    reconciled = [
+        line for line in (out / "ledger.jsonl").read_text().splitlines() if '"reconciled"' in line
+    ]
+    assert len(reconciled) == len(dropped)
+    assert_outputs_intact(out)
