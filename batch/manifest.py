@@ -187,7 +187,13 @@ def _read(path: Path) -> str:
         if st.st_size > MAX_MANIFEST_BYTES:
             raise _fail(path, f"must be at most {_mb(MAX_MANIFEST_BYTES)}, got {_mb(st.st_size)}")
         with path.open("rb") as f:
-            raw = f.read(MAX_MANIFEST_BYTES + 1)
+            # Chunked, so a small file never costs a buffer of the full limit.
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_MANIFEST_BYTES and (chunk := f.read(2**20)):
+                chunks.append(chunk)
+                size += len(chunk)
+            raw = b"".join(chunks)
     except FileNotFoundError:
         raise _fail(path, "file not found") from None
     except OSError as exc:
@@ -356,10 +362,8 @@ class _Builder:
                 if i > 0 and error["loc"][i - 1] == "images" and isinstance(part, str):
                     # `images: str | ImagesSpec` reports each union branch under a tag; keep
                     # the branch that matches the shape the user wrote, without the tag.
-                    if part == "ImagesSpec":
-                        skip = kind == "model_type"
-                    else:
-                        skip = isinstance(given, dict)
+                    is_spec = part == "ImagesSpec"
+                    skip = kind == "model_type" if is_spec else isinstance(given, dict)
                     continue
                 loc.append(part)
             if skip:

@@ -115,7 +115,9 @@ def test_derived_ids_are_readable_stable_and_location_independent(
     tmp_path: Path, images: Path
 ) -> None:
     """Ids derived when absent are stem-hash, identical across loads and after moving the folder."""
-    body = "jobs:\n  - {prompt: a, referenceImages: [images/cat.png]}\n  - {prompt: b, referenceImages: [images/cat.png]}\n"
+    body = "jobs:\n" + "".join(
+        f"  - {{prompt: {p}, referenceImages: [images/cat.png]}}\n" for p in "ab"
+    )
     first = load_manifest(write(tmp_path, body))
     ids = [i.id for i in first.items]
     assert all(i.startswith("cat-") and len(i) == 12 for i in ids) and len(set(ids)) == 2
@@ -238,7 +240,8 @@ def test_example_message_format(tmp_path: Path, images: Path) -> None:
         tmp_path,
         "jobs:\n"
         + jobs
-        + "  - id: j3\n    prompt: p\n    referenceImages: [images/cat.png]\n    guidanceScale: 12\n",
+        + "  - id: j3\n    prompt: p\n    referenceImages: [images/cat.png]\n"
+        + "    guidanceScale: 12\n",
     )
     assert str(only(path)) == f"{path}:8 jobs[3].guidanceScale: must be 1.0-10.0, got 12"
 

@@ -56,7 +56,7 @@ def test_folder_forms_and_extra_references(tmp_path: Path) -> None:
 
 
 def test_matrix_ids_and_per_prompt_params(tmp_path: Path) -> None:
-    """`prompts` x `images` gives `<id>-<prompt id>-<stem>`, prompt ids default to p1.., prompt params win."""
+    """A matrix gives `<id>-<prompt id>-<stem>`; prompt ids default to p1..; prompt params win."""
     make(tmp_path / "img", "cat.png", "dog.png")
     path = write(
         tmp_path,
@@ -85,7 +85,8 @@ def test_prompts_without_images(tmp_path: Path) -> None:
     """`prompts` alone over fixed references gives `<id>-<prompt id>`."""
     path = write(
         tmp_path,
-        "jobs:\n  - {id: j, referenceImages: [asset_a], prompts: [{id: a, prompt: A}, {id: b, prompt: B}]}\n",
+        "jobs:\n  - {id: j, referenceImages: [asset_a],\n"
+        "     prompts: [{id: a, prompt: A}, {id: b, prompt: B}]}\n",
     )
     assert [i.id for i in load_manifest(path).items] == ["j-a", "j-b"]
 
@@ -144,7 +145,8 @@ def test_bulk_bad_image_and_reference_count(tmp_path: Path) -> None:
     (tmp_path / "img" / "bad.png").write_bytes(b"not a png")
     path = write(
         tmp_path,
-        "jobs:\n  - {id: j, prompt: P, images: img, referenceImages: [asset_a, asset_b, asset_c, asset_d]}\n",
+        "jobs:\n  - {id: j, prompt: P, images: img,\n"
+        "     referenceImages: [asset_a, asset_b, asset_c, asset_d]}\n",
     )
     with pytest.raises(ManifestError) as info:
         load_manifest(path)
@@ -158,7 +160,8 @@ def test_named_bulk_ids_collide_with_plain_ids(tmp_path: Path) -> None:
     make(tmp_path / "img", "cat.png")
     path = write(
         tmp_path,
-        "jobs:\n  - {id: p-CAT, prompt: P, referenceImages: [asset_a]}\n  - {id: p, prompt: P, images: img}\n",
+        "jobs:\n  - {id: p-CAT, prompt: P, referenceImages: [asset_a]}\n"
+        "  - {id: p, prompt: P, images: img}\n",
     )
     with pytest.raises(ManifestError) as info:
         load_manifest(path)
@@ -170,7 +173,8 @@ def test_duplicate_prompt_ids(tmp_path: Path) -> None:
     """Two prompts with one id in a matrix are an error at the second."""
     path = write(
         tmp_path,
-        "jobs:\n  - id: j\n    referenceImages: [asset_a]\n    prompts:\n      - {id: a, prompt: A}\n      - {id: a, prompt: B}\n",
+        "jobs:\n  - id: j\n    referenceImages: [asset_a]\n    prompts:\n"
+        "      - {id: a, prompt: A}\n      - {id: a, prompt: B}\n",
     )
     with pytest.raises(ManifestError) as info:
         load_manifest(path)
