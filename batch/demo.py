@@ -23,9 +23,7 @@ DEMO_SECRET = "demo-secret"
 
 async def demo(manifest_path: Path) -> tuple[RunSummary, Path]:
     manifest = load_manifest(manifest_path)
-    config = SimulatorConfig(
-        seed=7, api_key=DEMO_KEY, api_secret=DEMO_SECRET, job_latency_s=1.5
-    )
+    config = SimulatorConfig(seed=7, api_key=DEMO_KEY, api_secret=DEMO_SECRET, job_latency_s=1.5)
     async with running_simulator(config) as sim:
         print(f"simulator: API {sim.base_url}, CDN {sim.cdn_url}", file=sys.stderr)
         settings = ApiSettings(base_url=sim.base_url, api_key=DEMO_KEY, api_secret=DEMO_SECRET)

@@ -12,9 +12,19 @@ import os
 import sys
 from typing import Any
 
-from tqdm.contrib.logging import _TqdmLoggingHandler  # the bar-safe writer tqdm ships
+from tqdm import tqdm
 
 SECRET_VARIABLES = ("SCENARIO_SDK_API_KEY", "SCENARIO_SDK_API_SECRET")
+
+
+class BarSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes through tqdm so that a log line does not tear the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,7 +66,7 @@ def configure_logging(*, verbose: int = 0, quiet: bool = False, json_format: boo
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     handler: logging.Handler
     if sys.stderr.isatty() and not json_format:
-        handler = _TqdmLoggingHandler()
+        handler = BarSafeHandler()
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
