@@ -102,6 +102,8 @@ ASSET_ID = re.compile(r"asset_[A-Za-z0-9]+")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _PARAM_KEYS = tuple(Params.model_fields)
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
 Loc = tuple[str | int, ...]
 _Entry = tuple[str, int, PromptEntry]  # (prompt id, index in prompts, the entry)
 
@@ -597,7 +599,7 @@ class _Builder:
             "references": refs,
             "params": draft.params,
         }
-        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = _CANONICAL.encode(canonical)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _relpath(self, path: str) -> str:

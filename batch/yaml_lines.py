@@ -210,7 +210,11 @@ def _load(text: str, limits: YamlLimits) -> tuple[Any, LineMap, list[YamlError]]
                 value = ev.value
                 # Fast path: most scalars are plain words or quoted text and stay strings.
                 if ev.tag is not None or (ev.implicit[0] and value[:1] in resolvable):
-                    value = _scalar(ev)
+                    # Plain decimal ints (seeds) skip the resolver; "0..." may be octal in 1.1.
+                    if ev.tag is None and value.isdigit() and value[0] != "0" and value.isascii():
+                        value = int(value)
+                    else:
+                        value = _scalar(ev)
                 if ev.anchor is not None:
                     anchors[ev.anchor] = (value, 1)
                 vline = -1  # computed only when needed, from ev
