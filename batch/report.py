@@ -50,7 +50,10 @@ _WORKERS: Final = min(8, os.cpu_count() or 1)
 def write_report(
     out_dir: Path, manifest: Manifest | None = None, *, title: str | None = None
 ) -> Path:
-    """Write `out_dir/report.html` from the ledger (and the manifest, if given); return its path."""
+    """Write `out_dir/report.html` from the ledger (and the manifest, if given); return its path.
+
+    Blocking file work (thumbnails on first use): call it via `asyncio.to_thread` from a loop.
+    """
     state = load_state(out_dir)
     rows = _rows(state, manifest)
     outputs = _OutputPaths(out_dir)
@@ -291,6 +294,9 @@ def _card(row: _Row, thumbs: _Thumbnails, outputs: _OutputPaths) -> str:
     badges = f'<span class="badge {_group(state)}">{_esc(state)}</span>'
     if row.orphan:
         badges += '<span class="badge orphan">not in manifest</span>'
+    elif row.item is not None and record is not None and record.fp != row.item.fingerprint:
+        # The ledger's record is of older inputs; the next run redoes the item.
+        badges += '<span class="badge orphan">inputs changed since</span>'
     prompt = row.item.prompt if row.item is not None else (record.prompt if record else None)
     info = [
         f'<div class="info"><h2>{_esc(row.id)}{badges}</h2>',

@@ -256,6 +256,19 @@ def test_ledger_items_missing_from_the_manifest_are_marked(
     assert '<article class="card" data-group="other" data-state="not started"' in page
 
 
+def test_changed_inputs_and_broken_images_are_shown(
+    run_dir: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """An item edited since its run is marked; an undecodable output only loses its thumbnail."""
+    out_dir, _ = run_dir
+    (out_dir / "a_1.png").write_bytes(b"not an image")
+    edited = Item(id="a", prompt="New prompt", references=(), params={}, fingerprint="fp-new")
+    page = write_report(out_dir, _manifest(tmp_path, [edited])).read_text()
+    assert "inputs changed since" in page and "New prompt" in page
+    assert '<a href="a_1.png" title="a_1.png"><div class="missing">a_1.png</div></a>' in page
+    assert len(list((out_dir / "thumbs").iterdir())) == 5
+
+
 def test_twenty_thousand_items_render_in_seconds(tmp_path: Path) -> None:
     """A 20,000-item ledger (40,000 output files named) renders in a few seconds."""
     lines = []
@@ -290,7 +303,10 @@ def chromium() -> Path:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("needs /usr/bin/chromium: run as root on Debian, or `apt-get install chromium`")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+    for command in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "-o", "DPkg::Lock::Timeout=120", "chromium"],
+    ):
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             pytest.fail(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -320,8 +336,8 @@ def browse(chromium: Path, tmp_path: Path) -> Iterator[Any]:
 
 def _cards(dom: str) -> list[tuple[str, bool]]:
     """(data-group, hidden) of every card in a dumped DOM."""
-    tags = re.findall(r'<article class="card"[^>]*>', dom)
-    return [(re.search(r'data-group="(\w+)"', t).group(1), " hidden" in t) for t in tags]  # type: ignore[union-attr]
+    tags = re.finditer(r'<article class="card" data-group="(\w+)"[^>]*>', dom)
+    return [(tag.group(1), " hidden" in tag.group(0)) for tag in tags]
 
 
 @pytest.mark.timeout(600)  # the first use may apt-get install chromium
