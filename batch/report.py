@@ -63,7 +63,7 @@ def write_report(
         title = f"scenario-batch: {manifest.path.name if manifest else out_dir.name}"
     page = "".join(_page(rows, state, thumbs, title, outputs))
     target = out_dir / REPORT_NAME
-    _write_atomically(target, page.encode("utf-8"), fsync=True)
+    _write_atomically(target, page.encode("utf-8", "replace"), fsync=True)  # lone surrogates
     return target
 
 
