@@ -20,9 +20,16 @@ from batch import __version__
 from batch.errors import BatchError, CredentialsError, LockedError, ManifestError, UsageError
 from batch.logs import configure_logging
 from batch.manifest import Manifest, load_manifest
-from batch.pipeline import DEFAULT_CONCURRENCY, RunOptions, RunSummary, run_manifest
+from batch.pipeline import (
+    DEFAULT_CONCURRENCY,
+    RunOptions,
+    RunSummary,
+    estimate_run,
+    run_manifest,
+)
 from batch.progress import BarProgress, LineProgress, Progress
 from batch.settings import ApiSettings
+from batch.starter import write_starter_manifest
 from batch.status import render_status
 
 log = logging.getLogger("batch")
@@ -72,7 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop submitting before this many compute units are spent",
     )
     run.add_argument("--max-rps", type=_positive_float, help="cap on API requests per second")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the remaining items would cost; submit nothing",
+    )
+    run.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="run only slice I of N (0-based, by item id hash)",
+    )
     _add_log_options(run)
+
+    init = commands.add_parser("init", help="write a manifest for every image in a folder")
+    init.add_argument("folder", type=Path)
+    init.add_argument("--prompt", required=True)
+    init.add_argument(
+        "--manifest", type=Path, help="where to write it (default: FOLDER/scenario-batch.yaml)"
+    )
+    init.add_argument("--force", action="store_true", help="overwrite an existing manifest")
+    _add_log_options(init)
 
     validate = commands.add_parser("validate", help="check a manifest and its files (offline)")
     validate.add_argument("manifest", type=Path)
@@ -110,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "init":
+            path = write_starter_manifest(args.folder, args.prompt, args.manifest, args.force)
+            print(f"wrote {path}; check it with: scenario-batch validate {path}")
+            return EXIT_OK
         return _run(args)
     except (ManifestError, UsageError, LockedError) as exc:
         print(f"scenario-batch: {exc}", file=sys.stderr)
@@ -133,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
     out_dir = args.out or manifest.output
     if out_dir is None:
         raise UsageError(f"{args.manifest}: no output directory: give --out or `output:`")
+    out_dir = expand_date(out_dir)
     options = RunOptions(
         out_dir=out_dir,
         concurrency=args.concurrency or manifest.concurrency or DEFAULT_CONCURRENCY,
@@ -141,7 +173,17 @@ def _run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         cancel_on_interrupt=args.cancel_on_interrupt,
         max_cost=args.max_cost,
+        shard=args.shard,
     )
+    if args.dry_run:
+        estimate = run_with_signals(estimate_run(manifest, settings, options))
+        print(
+            f"scenario-batch: dry run: {estimate.items} item(s) to submit would cost "
+            f"{estimate.total:g} compute units ({estimate.calls} estimate call(s)); "
+            "nothing was submitted"
+        )
+        return EXIT_OK
+    log.info("output directory: %s", out_dir)
     progress: Progress = (
         BarProgress()
         if sys.stderr.isatty() and not args.quiet and args.log_format == "text"
@@ -199,7 +241,9 @@ def run_with_signals(coroutine: Coroutine[Any, Any, T]) -> T:
             interrupted = True
             task.cancel()
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        # Signals reach only the main thread (tests drive the CLI from worker threads).
+        handled = (signal.SIGINT, signal.SIGTERM) if _in_main_thread() else ()
+        for signum in handled:
             loop.add_signal_handler(signum, on_signal)
         try:
             return await coroutine
@@ -208,10 +252,16 @@ def run_with_signals(coroutine: Coroutine[Any, Any, T]) -> T:
                 raise KeyboardInterrupt from None
             raise
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in handled:
                 loop.remove_signal_handler(signum)
 
     return asyncio.run(guarded())
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -234,6 +284,30 @@ def _replace_settings(settings: ApiSettings, **changes: Any) -> ApiSettings:
     import dataclasses
 
     return dataclasses.replace(settings, **changes)
+
+
+def expand_date(path: Path) -> Path:
+    """`{date}` in an output directory becomes today's date (or SCENARIO_BATCH_DATE), so each
+    night's run keeps its own directory. To resume a run on another day, give that day's
+    directory (or SCENARIO_BATCH_DATE=YYYY-MM-DD)."""
+    text = str(path)
+    if "{date}" not in text:
+        return path
+    import datetime as dt
+
+    day = os.environ.get("SCENARIO_BATCH_DATE") or dt.date.today().isoformat()
+    return Path(text.replace("{date}", day))
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index_text, _, count_text = text.partition("/")
+    try:
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"need 0 <= I < N, got {text!r}")
+    return index, count
 
 
 def _positive_int(text: str) -> int:

@@ -31,6 +31,7 @@ from batch.errors import (
     PermanentApiError,
     TransientApiError,
 )
+from batch.estimate import CostBook, Estimate, estimate_items
 from batch.ledger import DirectoryLock, ItemRecord, LedgerState, LedgerWriter, load_state, utc_now
 from batch.manifest import Item, Manifest
 from batch.outputs import fetch_output, remove_stale_temps
@@ -38,6 +39,7 @@ from batch.poller import Poller, PollPolicy
 from batch.progress import Progress, SilentProgress
 from batch.reconcile import Reconciler
 from batch.references import References
+from batch.report import write_report
 from batch.settings import ApiSettings
 from batch.slots import Slots
 
@@ -88,6 +90,10 @@ class _BudgetReached(Exception):
     """Submitting this item would pass --max-cost."""
 
 
+class _TryAgain(Exception):
+    """The generate call surely created no job: it may be sent again."""
+
+
 class Run:
     """One run of a manifest into one output directory."""
 
@@ -118,8 +124,11 @@ class Run:
             job_id for record in _every_record(state) for job_id in record.job_ids
         }
         self._spent = state.total_spent()
-        self._cost_per_output: float | None = None
+        self._reserved = 0.0  # priced but not yet confirmed by a submit answer
+        self._budget = manifest.max_cost if options.max_cost is None else options.max_cost
+        self.costs = CostBook(client, self.references, manifest.model)
         self._stop_submitting: str | None = None
+        self.waiting: dict[str, Item] = {}  # job id -> its item, while the job runs
 
     # -- top level --------------------------------------------------------------------
 
@@ -238,7 +247,7 @@ class Run:
         if job is None:
             log.info("%s: no job from the interrupted submit; submitting now", item.id)
             return None, sent_at
-        await self._adopt(item, job, cost=None)
+        await self._adopt(item, job)
         return job.job_id, job.created_at
 
     async def _submit(self, item: Item) -> tuple[str, str]:
@@ -246,53 +255,70 @@ class Run:
         references = await self.references.asset_ids(item)
         body = item.generate_body(references)
         while True:
-            self._check_budget(item)
-            sent_at = utc_now()
-            await self._record(item, state="submitting", submittedAt=sent_at, references=references)
+            price = await self._reserve_budget(item)
             try:
-                submitted = await self.client.generate(self.manifest.model, body)
-            except ParallelJobsLimitError as exc:
-                await self._record(item, state="planned", notCreated=True)
-                self._on_ceiling(exc)
-                await self.slots.wait_for_release(max_wait_s=5.0)
+                return await self._submit_once(item, body, references)
+            except _TryAgain:
                 continue
-            except AmbiguousSubmitError as exc:
-                log.info("%s: %s; looking for the job before sending again", item.id, exc)
-                job = await self.reconciler.find(body, sent_at)
-                if job is not None:
-                    await self._adopt(item, job, cost=None)
-                    return job.job_id, job.created_at
-                await self._record(item, state="planned", notCreated=True)
-                continue
-            except ApiError:
-                # A definite refusal: no job exists; the caller decides what comes next.
-                await self._record(item, state="planned", notCreated=True)
-                raise
-            self.summary.submitted += 1
-            job = submitted.job
-            self._claimed.add(job.job_id)
-            self._spend(submitted.cost, item)
-            await self._record(
-                item,
-                state="submitted",
-                jobId=job.job_id,
-                cost=submitted.cost,
-                createdAt=job.created_at,
-            )
-            self.progress.in_flight(len(self.poller.in_flight()) + 1)
-            return job.job_id, job.created_at
+            finally:
+                self._reserved -= price
 
-    async def _adopt(self, item: Item, job: JobView, cost: float | None) -> None:
+    async def _submit_once(
+        self, item: Item, body: dict[str, Any], references: list[str]
+    ) -> tuple[str, str]:
+        """One generate call. Raises _TryAgain when it surely created nothing."""
+        sent_at = utc_now()
+        await self._record(item, state="submitting", submittedAt=sent_at, references=references)
+        try:
+            submitted = await self.client.generate(self.manifest.model, body)
+        except ParallelJobsLimitError as exc:
+            await self._record(item, state="planned", notCreated=True)
+            self._on_ceiling(exc)
+            await self.slots.wait_for_release(max_wait_s=5.0)
+            raise _TryAgain from exc
+        except AmbiguousSubmitError as exc:
+            log.info("%s: %s; looking for the job before sending again", item.id, exc)
+            job = await self.reconciler.find(body, sent_at)
+            if job is not None:
+                await self._adopt(item, job)
+                return job.job_id, job.created_at
+            await self._record(item, state="planned", notCreated=True)
+            raise _TryAgain from exc
+        except ApiError:
+            # A definite refusal: no job exists; the caller decides what comes next.
+            await self._record(item, state="planned", notCreated=True)
+            raise
+        self.summary.submitted += 1
+        job = submitted.job
         self._claimed.add(job.job_id)
-        await self._record(item, state="submitted", jobId=job.job_id, reconciled=True, cost=cost)
+        self._spent += submitted.cost or 0.0
+        await self._record(
+            item,
+            state="submitted",
+            jobId=job.job_id,
+            cost=submitted.cost,
+            createdAt=job.created_at,
+        )
+        self.progress.in_flight(len(self.poller.in_flight()) + 1)
+        return job.job_id, job.created_at
+
+    async def _adopt(self, item: Item, job: JobView) -> None:
+        """Tie a job found by reconciliation to its item; it was paid for when created."""
+        self._claimed.add(job.job_id)
+        self._spent += job.cost or 0.0
+        await self._record(
+            item, state="submitted", jobId=job.job_id, reconciled=True, cost=job.cost
+        )
 
     async def _wait_for_job(
         self, item: Item, job_id: str, since: str
     ) -> tuple[JobView, dict[str, str]]:
+        self.waiting[job_id] = item  # left in place on cancellation, for --cancel-on-interrupt
         try:
             async with asyncio.timeout(self._job_timeout()):
-                return await self.poller.wait_for(job_id, since)
+                result = await self.poller.wait_for(job_id, since)
         except TimeoutError:
+            self.waiting.pop(job_id, None)
             self.poller.forget(job_id)
             log.warning("%s: job %s did not finish in time; canceling it", item.id, job_id)
             with contextlib.suppress(ApiError):
@@ -301,6 +327,8 @@ class Run:
                 job_id, "timeout", 0.0, since, utc_now(), error="timeout", hint=None
             )
             return timed_out, {}
+        self.waiting.pop(job_id, None)
+        return result
 
     def _job_timeout(self) -> float:
         return self.manifest.job_timeout_s or self.options.job_timeout_s
@@ -341,6 +369,20 @@ class Run:
         )
         self.summary.succeeded += 1
         self.progress.item_finished(ok=True)
+        log.debug(
+            "%s: succeeded, %d file(s)",
+            item.id,
+            len(files),
+            extra={
+                "event": {
+                    "event": "item_succeeded",
+                    "item": item.id,
+                    "jobId": job.job_id,
+                    "files": [f["path"] for f in files],
+                    "cost": job.cost,
+                }
+            },
+        )
 
     def _file_stem(self, item: Item, index: int) -> str:
         """`<id>_<n>`; if older inputs of this id already own that name, keep their file."""
@@ -355,6 +397,21 @@ class Run:
     ) -> None:
         await self._record(item, state="failed", error=error, hint=hint, jobId=job_id)
         self._count_failure(item.id, error, hint)
+        log.warning(
+            "%s: failed: %s%s",
+            item.id,
+            error,
+            f" (hint: {hint})" if hint else "",
+            extra={
+                "event": {
+                    "event": "item_failed",
+                    "item": item.id,
+                    "jobId": job_id,
+                    "error": error,
+                    "hint": hint,
+                }
+            },
+        )
         self.progress.item_finished(ok=False)
 
     def _count_failure(self, item_id: str, error: str, hint: str | None) -> None:
@@ -372,23 +429,22 @@ class Run:
             )
             self.slots.shrink_to(exc.limit)
 
-    def _spend(self, cost: float | None, item: Item) -> None:
-        if cost is None:
-            return
-        self._spent += cost
-        self._cost_per_output = cost / max(1, item.num_outputs)
-
-    def _check_budget(self, item: Item) -> None:
-        budget = self.manifest.max_cost if self.options.max_cost is None else self.options.max_cost
-        if budget is None:
-            return
-        expected = (self._cost_per_output or 0.0) * item.num_outputs
-        if self._spent + expected > budget:
+    async def _reserve_budget(self, item: Item) -> float:
+        """Price the next job (API dry run, once per parameter set) and hold that much of
+        the budget, so that concurrent submits cannot pass it together."""
+        if self._budget is None:
+            return 0.0
+        if self._stop_submitting:
+            raise _BudgetReached
+        price = await self.costs.price(item)
+        if self._spent + self._reserved + price > self._budget:
             self._stop_submitting = (
-                f"budget reached: {self._spent:g} of {budget:g} compute units spent, "
-                f"the next job would pass it"
+                f"budget reached: {self._spent:g} of {self._budget:g} compute units spent, "
+                f"the next job ({price:g}) would pass it"
             )
             raise _BudgetReached
+        self._reserved += price
+        return price
 
     # -- ledger -----------------------------------------------------------------------
 
@@ -485,19 +541,52 @@ async def run_manifest(
             return summary
         finally:
             writer.close()
+            _write_report(out_dir, manifest)
     finally:
         lock.release()
 
 
+def _write_report(out_dir: Path, manifest: Manifest) -> None:
+    """The report is a convenience: failing to write it never fails the run."""
+    try:
+        write_report(out_dir, manifest)
+    except Exception as exc:
+        log.warning("could not write report.html: %s", exc)
+
+
+async def estimate_run(manifest: Manifest, settings: ApiSettings, options: RunOptions) -> Estimate:
+    """`run --dry-run`: price what a run would still submit, spending nothing and writing
+    nothing. Items the output directory's ledger already has as succeeded are left out."""
+    state = load_state(options.out_dir) if options.out_dir.exists() else LedgerState()
+    todo = [
+        item
+        for item in manifest.items
+        if _in_shard(item.id, options.shard)
+        and not (
+            (record := state.items.get(item.id)) is not None
+            and record.fp == item.fingerprint
+            and record.state == "succeeded"
+        )
+    ]
+    async with _session(settings, options) as session:
+        client = ScenarioClient(session, settings)
+        references = References(client, session, state.assets, _discard)
+        return await estimate_items(CostBook(client, references, manifest.model), todo)
+
+
+async def _discard(_: Mapping[str, Any]) -> None:
+    """A dry run records nothing."""
+
+
 async def _cancel_in_flight(run: Run) -> None:
-    """--cancel-on-interrupt: stop paying for jobs nobody will wait for."""
-    job_ids = run.poller.in_flight()
-    if not job_ids:
-        return
+    """--cancel-on-interrupt: stop paying for jobs nobody will wait for. Each canceled job's
+    item goes back to `planned`, so the next run submits it afresh."""
     with contextlib.suppress(Exception):
-        async with asyncio.timeout(10):
-            for job_id in job_ids:
-                await asyncio.shield(run.client.cancel_job(job_id))
+        async with asyncio.timeout(15):
+            for job_id, item in list(run.waiting.items()):
+                await run.client.cancel_job(job_id)
+                await run._record(item, state="planned", error="canceled on interrupt")
+                log.info("%s: canceled job %s", item.id, job_id)
 
 
 @contextlib.asynccontextmanager
