@@ -22,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import functools
 import json
 import os
+import stat
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -184,8 +186,11 @@ def _fold(item: ItemRecord, record: Mapping[str, Any]) -> None:
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any] | None]:
-    """Yield each complete record of a ledger file; None for a line that does not parse."""
-    with path.open("rb") as handle:
+    """Yield each complete record of a ledger file; None for a line that does not parse.
+
+    The file is opened without following a symlink (see `open_in_out_dir`)."""
+    fd = open_in_out_dir(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as handle:
         for raw in handle:
             if not raw.endswith(b"\n"):
                 yield None  # a torn last line: the writer died mid-append
@@ -202,7 +207,7 @@ def load_state(directory: Path) -> LedgerState:
     """Replay the ledger of an output directory (an empty state if there is none). No lock."""
     state = LedgerState()
     path = directory / LEDGER_NAME
-    if not path.exists():
+    if not os.path.lexists(path):
         return state
     try:
         for record in iter_records(path):
@@ -215,6 +220,31 @@ def load_state(directory: Path) -> LedgerState:
     return state
 
 
+def open_in_out_dir(path: Path, flags: int, mode: int = 0o644) -> int:
+    """Open a bookkeeping file of the output directory, never through a symlink.
+
+    A link planted at `ledger.jsonl` or `.lock` could make a run write, truncate or lock a
+    file outside the output directory; O_NOFOLLOW refuses it, and anything but a regular
+    file (a FIFO would block a read forever, O_NONBLOCK avoids that) is refused as well.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            raise LedgerError(
+                f"{path} is a symbolic link; scenario-batch never follows links in its output "
+                "directory: remove it, or use another --out directory"
+            ) from None
+        raise LedgerError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LedgerError(
+            f"{path} is not a regular file: remove it, or use another --out directory"
+        )
+    os.set_blocking(fd, True)
+    return fd
+
+
 class DirectoryLock:
     """An exclusive lock on an output directory. The kernel drops it when the process dies,
     so a killed run never leaves it stuck."""
@@ -224,7 +254,7 @@ class DirectoryLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = open_in_out_dir(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -262,10 +292,9 @@ class LedgerWriter:
         self._file_lock = threading.Lock()
 
     def open(self) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+        self._fd = open_in_out_dir(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         try:
-            self._fd = os.open(self.path, flags, 0o644)
-            _cut_torn_tail(self.path, self._fd)
+            _cut_torn_tail(self._fd)
         except OSError as exc:
             raise LedgerError(f"cannot open ledger {self.path}: {exc.strerror or exc}") from exc
         _fsync_directory(self.path.parent)
@@ -338,28 +367,24 @@ def _encode(record: Mapping[str, Any]) -> bytes:
     return json.dumps(stamped, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
-def _cut_torn_tail(path: Path, fd: int) -> None:
-    """Drop a partial last line left by a writer that died mid-append."""
+def _cut_torn_tail(fd: int) -> None:
+    """Drop a partial last line left by a writer that died mid-append (through the fd: the
+    path is never reopened, so nothing swapped in under the name since is touched)."""
     size = os.fstat(fd).st_size
-    if size == 0:
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return
-    with path.open("rb") as handle:
-        handle.seek(max(0, size - 1))
-        if handle.read(1) == b"\n":
+    # Scan backwards for the last newline; ledgers are line-sized, so this is short.
+    position = size
+    chunk = 4096
+    while position > 0:
+        start = max(0, position - chunk)
+        block = os.pread(fd, position - start, start)
+        index = block.rfind(b"\n")
+        if index >= 0:
+            os.ftruncate(fd, start + index + 1)
             return
-        # Scan backwards for the last newline; ledgers are line-sized, so this is short.
-        position = size
-        chunk = 4096
-        while position > 0:
-            start = max(0, position - chunk)
-            handle.seek(start)
-            block = handle.read(position - start)
-            index = block.rfind(b"\n")
-            if index >= 0:
-                os.truncate(path, start + index + 1)
-                return
-            position = start
-        os.truncate(path, 0)
+        position = start
+    os.ftruncate(fd, 0)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -6,10 +6,12 @@ redacts the API credentials from every record, whatever module logged it.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tqdm import tqdm
@@ -44,22 +46,56 @@ class JsonFormatter(logging.Formatter):
 
 
 class RedactSecrets(logging.Filter):
-    """Replace credentials wherever they would appear in a log line."""
+    """Replace credentials wherever they would appear in a log line's message."""
 
-    def __init__(self, secrets: list[str]) -> None:
+    def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if len(s) >= 4]
+        self._secrets = _usable(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
         message = record.getMessage()
-        redacted = message
-        for secret in self._secrets:
-            redacted = redacted.replace(secret, "[redacted]")
+        redacted = redact(message, self._secrets)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats with `inner`, then redacts the finished text.
+
+    Redacting the finished line (not just the message) also covers tracebacks, exception
+    notes and JSON extras, whatever put the secret there.
+    """
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._inner = inner
+        self._secrets = _usable(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self._inner.format(record), self._secrets)
+
+
+def secrets_from_env(env: Mapping[str, str]) -> list[str]:
+    """The credentials in `env`, and the Basic token they make (as it goes on the wire)."""
+    key, secret = (env.get(name, "") for name in SECRET_VARIABLES)
+    found = [key, secret]
+    if key and secret:
+        found.append(base64.b64encode(f"{key}:{secret}".encode()).decode())
+    return found
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _usable(secrets: Iterable[str]) -> list[str]:
+    # Longest first, so that a key that is part of the Basic token never leaves half of it.
+    return sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
 
 def configure_logging(*, verbose: int = 0, quiet: bool = False, json_format: bool = False) -> None:
@@ -69,12 +105,14 @@ def configure_logging(*, verbose: int = 0, quiet: bool = False, json_format: boo
         handler = BarSafeHandler()
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
+    secrets = secrets_from_env(os.environ)
+    inner = (
         JsonFormatter()
         if json_format
         else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     )
-    handler.addFilter(RedactSecrets([os.environ.get(name, "") for name in SECRET_VARIABLES]))
+    handler.setFormatter(RedactingFormatter(inner, secrets))
+    handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger("batch")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -4,26 +4,36 @@ An image is identified by the sha256 of its bytes, so two paths to the same byte
 upload. A local file is also remembered by (path, size, mtime) so that a resume need not
 read and hash thousands of files again just to learn they were uploaded already. Every
 upload is recorded in the ledger before any job uses it.
+
+A reference given as a URL is hostile input: it is fetched without credentials, redirects
+are followed by hand (at most three, never from https down to http), reading stops as soon
+as the body passes the size limit, and the bytes must be an image within the pixel limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import mimetypes
 import os
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
+from urllib.parse import urljoin, urlsplit
 
 import aiofiles
 import aiohttp
+from PIL import Image
 
 from batch.api import ScenarioClient
 from batch.errors import PermanentApiError, TransientApiError
 from batch.manifest import Item, Reference
+from batch.manifest_files import IMAGE_FORMATS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
-MAX_REMOTE_BYTES: Final = 50 * 1024 * 1024
+MAX_REMOTE_BYTES: Final = MAX_IMAGE_BYTES  # the API's limits, as for local files
 MAX_REDIRECTS: Final = 3
+REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 
 RecordAsset = Callable[[Mapping[str, Any]], Awaitable[None]]
 
@@ -35,7 +45,14 @@ class References:
         session: aiohttp.ClientSession,
         known: Mapping[str, str],
         record: RecordAsset,
+        *,
+        max_bytes: int = MAX_REMOTE_BYTES,
+        max_pixels: int = MAX_IMAGE_PIXELS,
+        max_redirects: int = MAX_REDIRECTS,
     ) -> None:
+        self._max_bytes = max_bytes
+        self._max_pixels = max_pixels
+        self._max_redirects = max_redirects
         self._client = client
         self._session = session
         self._known = dict(known)  # reference key -> asset id (from the ledger)
@@ -98,35 +115,83 @@ class References:
 
     async def _upload_url(self, url: str) -> str:
         """Fetch a reference given as an https URL (no credentials go there), then upload."""
+        data, content_type = await self._fetch_url(url)
+        problem = _image_problem(data, self._max_pixels)
+        if problem:
+            raise PermanentApiError(f"reference {url}: {problem}")
+        name = url.rsplit("/", 1)[-1].split("?")[0] or "reference"
+        return await self._upload_bytes(data, name, content_type)
+
+    async def _fetch_url(self, url: str) -> tuple[bytes, str]:
+        """GET `url` with no credentials, following at most `max_redirects` redirects by hand
+        (never from https down to http), and stop reading past `max_bytes`."""
+        current = url
         try:
-            async with self._session.get(url, max_redirects=MAX_REDIRECTS) as response:
-                if response.status != 200:
-                    raise PermanentApiError(f"reference {url} answered HTTP {response.status}")
-                content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-                if not content_type.startswith("image/"):
-                    raise PermanentApiError(
-                        f"reference {url} is not an image (Content-Type {content_type!r})"
-                    )
-                declared = response.content_length
-                if declared is not None and declared > MAX_REMOTE_BYTES:
-                    raise PermanentApiError(f"reference {url} is {declared} bytes, over the limit")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.content.iter_chunked(256 * 1024):
-                    size += len(chunk)
-                    if size > MAX_REMOTE_BYTES:
+            for _ in range(self._max_redirects + 1):
+                async with self._session.get(current, allow_redirects=False) as response:
+                    if response.status in REDIRECT_STATUSES:
+                        current = _redirect_target(url, current, response.headers.get("Location"))
+                        continue
+                    if response.status != 200:
+                        raise PermanentApiError(f"reference {url} answered HTTP {response.status}")
+                    content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+                    if not content_type.startswith("image/"):
                         raise PermanentApiError(
-                            f"reference {url} exceeds {MAX_REMOTE_BYTES} bytes; refused"
+                            f"reference {url} is not an image (Content-Type {content_type!r})"
                         )
-                    chunks.append(chunk)
-        except aiohttp.TooManyRedirects as exc:
-            raise PermanentApiError(
-                f"reference {url}: more than {MAX_REDIRECTS} redirects"
-            ) from exc
+                    declared = response.content_length
+                    if declared is not None and declared > self._max_bytes:
+                        raise PermanentApiError(
+                            f"reference {url} is {declared} bytes, over the limit of "
+                            f"{self._max_bytes}"
+                        )
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.content.iter_chunked(64 * 1024):
+                        size += len(chunk)
+                        if size > self._max_bytes:
+                            raise PermanentApiError(
+                                f"reference {url} exceeds {self._max_bytes} bytes; refused"
+                            )
+                        chunks.append(chunk)
+                    return b"".join(chunks), content_type
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientApiError(f"cannot fetch reference {url}: {exc}") from exc
-        name = url.rsplit("/", 1)[-1].split("?")[0] or "reference"
-        return await self._upload_bytes(b"".join(chunks), name, content_type)
+        raise PermanentApiError(f"reference {url}: more than {self._max_redirects} redirects")
+
+
+def _redirect_target(original: str, current: str, location: str | None) -> str:
+    if not location:
+        raise PermanentApiError(f"reference {original}: a redirect without a Location")
+    target = urljoin(current, location)
+    scheme = urlsplit(target).scheme.lower()
+    if scheme not in ("http", "https") or (
+        scheme == "http" and urlsplit(current).scheme.lower() == "https"
+    ):
+        raise PermanentApiError(
+            f"reference {original}: refused a redirect from {urlsplit(current).scheme} "
+            f"to {scheme or 'an unknown scheme'}"
+        )
+    return target
+
+
+def _image_problem(data: bytes, max_pixels: int) -> str | None:
+    """What is wrong with fetched reference bytes (read from the header only), or None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                fmt = image.format
+    except Image.DecompressionBombError:
+        return f"must be at most {max_pixels:,} pixels, got a decompression bomb"
+    except (OSError, ValueError, SyntaxError) as exc:
+        return f"not a readable image ({type(exc).__name__})"
+    if fmt not in IMAGE_FORMATS:
+        return f"must be one of {', '.join(sorted(IMAGE_FORMATS))} images, got {fmt}"
+    if width * height > max_pixels:
+        return f"must be at most {max_pixels:,} pixels, got {width}x{height}"
+    return None
 
 
 def _file_key(path: str) -> str:

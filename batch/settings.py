@@ -89,12 +89,35 @@ def is_loopback(host: str) -> bool:
 
 
 def check_base_url(url: str) -> None:
-    """Credentials travel over https only, except to this machine (the simulator)."""
-    scheme, host, _ = origin_of(url)
+    """Credentials travel over https only, except to this machine (the simulator).
+
+    Messages never echo the URL's user-info part: it may hold a password.
+    """
+    shown = _without_userinfo(url)
+    try:
+        parts = urlsplit(url)
+        scheme, host, _ = origin_of(url)
+    except ValueError:  # a bad port or IPv6 literal
+        scheme, host = "", ""
     if scheme not in ("http", "https") or not host:
-        raise UsageError(f"SCENARIO_BASE_URL must be an http(s) URL ending in /v1, got {url!r}")
+        raise UsageError(f"SCENARIO_BASE_URL must be an http(s) URL ending in /v1, got {shown!r}")
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(
+            f"SCENARIO_BASE_URL {shown!r} carries user info (user:password@): give the "
+            "credentials in SCENARIO_SDK_API_KEY and SCENARIO_SDK_API_SECRET instead"
+        )
     if scheme == "http" and not is_loopback(host):
         raise UsageError(
-            f"SCENARIO_BASE_URL {url!r} is plain http: credentials are only sent over https "
+            f"SCENARIO_BASE_URL {shown!r} is plain http: credentials are only sent over https "
             "(plain http is allowed to a loopback address such as the simulator)"
         )
+
+
+def _without_userinfo(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
