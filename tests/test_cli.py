@@ -105,13 +105,14 @@ async def test_dry_run_prices_without_submitting(
     scenario_env: Simulator, project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--dry-run prints the total cost, creates no job and writes no ledger."""
-    jobs = _jobs(6) + [
+    jobs = [
+        *_jobs(6),
         {
             "id": "double",
             "prompt": "two",
             "referenceImages": ["images/img0000.png"],
             "numOutputs": 2,
-        }
+        },
     ]
     manifest = write_manifest(project, jobs, output="out")
     assert await _run_cli("run", str(manifest), "--dry-run") == 0
