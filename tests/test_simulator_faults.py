@@ -282,3 +282,53 @@ async def test_short_pages(
     assert token is None
     assert seen == list(reversed(list(sim.jobs)))
     assert any(s < 5 for s in sizes[:-1]) and 0 in sizes
+
+
+async def test_outage_window(simulator_factory: SimulatorFactory) -> None:
+    """outage_windows: 503 to every API call inside the window (counted from the first call)."""
+    sim = await simulator_factory(outage_windows=((0.1, 0.4),))
+    async with session() as http:
+        before = (await call(http, "GET", f"{sim.base_url}/jobs/job_x"))[0]
+        await asyncio.sleep(0.15)
+        during = [(await call(http, "GET", f"{sim.base_url}/jobs"))[0] for _ in range(3)]
+        await asyncio.sleep(0.35)
+        after = (await call(http, "GET", f"{sim.base_url}/jobs/job_x"))[0]
+    assert (before, during, after) == (404, [503] * 3, 404)
+    assert [r.status for r in sim.request_log] == [404, 503, 503, 503, 404]
+
+
+async def test_forbidden_model(
+    simulator_factory: SimulatorFactory, png_bytes: Callable[..., bytes]
+) -> None:
+    """forbidden_models: generate answers 403 naming the model and plan; no job is created."""
+    sim = await simulator_factory(forbidden_models=(MODEL_ID,))
+    ref = await reference(sim, png_bytes())
+    async with session() as http:
+        status, (data, _) = await call(
+            http,
+            "POST",
+            f"{sim.base_url}/generate/custom/{MODEL_ID}",
+            {"prompt": "p", "referenceImages": [ref]},
+        )
+    assert status == 403 and MODEL_ID in json.loads(data)["message"]
+    assert "plan" in json.loads(data)["message"] and not sim.jobs
+
+
+async def test_corrupt_downloads(
+    simulator_factory: SimulatorFactory, png_bytes: Callable[..., bytes]
+) -> None:
+    """corrupt_rate: 200 with the full length of non-image bytes; seeded; truncation unshifted."""
+    sim = await simulator_factory(corrupt_rate=0.3, seed=9)
+    ref = await reference(sim, png_bytes())
+    bodies: list[bytes] = []
+    async with session() as http:
+        _status, (data, _) = await call(http, "GET", f"{sim.base_url}/assets/{ref}")
+        url = json.loads(data)["asset"]["url"]
+        for _ in range(100):
+            status, (body, headers) = await call(http, "GET", url)
+            assert status == 200 and int(headers["Content-Length"]) == len(body)
+            bodies.append(body)
+    corrupt = [b for b in bodies if not b.startswith(b"\x89PNG")]
+    assert 0.2 < len(corrupt) / 100 < 0.4 and all(b.startswith(b"<html>") for b in corrupt)
+    assert len({b for b in bodies if b.startswith(b"\x89PNG")}) == 1
+    assert len({len(b) for b in bodies}) == 1

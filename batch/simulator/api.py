@@ -1,8 +1,9 @@
 """The API origin: /v1 routes behind one middleware for auth, faults and the log.
 
 Per request, in order: every transport knob draws once (so streams stay aligned),
-then: reset -> connection closed, no answer; missing/wrong Basic auth -> 401;
-rate limit exhausted -> 429; http429 -> 429; http500 -> 500; else the handler.
+then: inside an outage window -> 503 for everything; reset -> connection closed, no
+answer; missing/wrong Basic auth -> 401; rate limit exhausted -> 429; http429 -> 429;
+http500 -> 500; else the handler.
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ def build_api_app(sim: Simulator) -> web.Application:
         request[BODY] = body
         faults = sim.faults.for_request()
         status: int | None
+        response: web.StreamResponse
         try:
-            if faults.reset:
-                raise Dropped
-            response = await _guarded(sim, request, handler, faults.http429, faults.http500)
+            if sim.in_outage(time.monotonic()):
+                response = error(503, "Service unavailable: the API is down, try again later")
+            else:
+                if faults.reset:
+                    raise Dropped
+                response = await _guarded(sim, request, handler, faults.http429, faults.http500)
             status = response.status
         except Dropped:
             response, status = drop(request), None

@@ -1,7 +1,8 @@
 """The CDN origin: signed, expiring URLs; no credentials needed (but noted if sent).
 
 GET /assets/{assetId}?expires=..&sig=..   the file (truncate_rate: a full
-    Content-Length, part of the body, then the connection closes)
+    Content-Length, part of the body, then the connection closes; corrupt_rate: the
+    full length of bytes that are not an image)
 PUT /uploads/{uploadId}/parts/{n}?expires=..&sig=..   one part of a multipart upload
 Unknown asset -> 404; bad signature or expired -> 403. Errors are JSON.
 """
@@ -59,7 +60,12 @@ def build_cdn_app(sim: Simulator) -> web.Application:
         if refused is not None:
             return refused
         data = sim.store.asset_bytes(asset)
-        if request.method == "HEAD" or not sim.faults.truncate():
+        if request.method == "HEAD":
+            return web.Response(body=data, content_type=asset.mime_type)
+        truncate, corrupt = sim.faults.truncate(), sim.faults.corrupt()  # both draw, always
+        if corrupt and not truncate:
+            return web.Response(body=not_an_image(len(data)), content_type=asset.mime_type)
+        if not truncate:
             return web.Response(body=data, content_type=asset.mime_type)
         response = web.StreamResponse(headers={"Content-Type": asset.mime_type})
         response.content_length = len(data)
@@ -87,3 +93,9 @@ def build_cdn_app(sim: Simulator) -> web.Application:
     app.router.add_get("/assets/{assetId}", get_asset)
     app.router.add_put("/uploads/{uploadId}/parts/{number:\\d+}", put_part)
     return app
+
+
+def not_an_image(size: int) -> bytes:
+    """`size` bytes of an HTML error page: what a misbehaving edge serves with a 200."""
+    page = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
+    return (page * (size // len(page) + 1))[:size]

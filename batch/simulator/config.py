@@ -46,6 +46,12 @@ class SimulatorConfig:
     record_requests: bool = True
     # Largest side of an output image, in pixels.
     output_max_px: int = 256
+    # (start, end) windows in seconds after the first API request: every API call answers 503.
+    outage_windows: tuple[tuple[float, float], ...] = ()
+    # Models whose generate calls answer 403 naming the model and the plan it needs.
+    forbidden_models: tuple[str, ...] = ()
+    # CDN download: the full Content-Length of bytes that are not an image (an HTML page).
+    corrupt_rate: float = 0.0
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -65,6 +71,9 @@ class SimulatorConfig:
             )
         if self.url_lifetime_s <= 0:
             problems.append(f"url_lifetime_s: must be > 0, got {self.url_lifetime_s!r}")
+        for start, end in self.outage_windows:
+            if not 0.0 <= start < end:
+                problems.append(f"outage_windows: need 0 <= start < end, got {(start, end)!r}")
         if (self.api_key is None) != (self.api_secret is None):
             problems.append("api_key and api_secret: set both or neither")
         if problems:

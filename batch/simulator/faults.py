@@ -53,6 +53,7 @@ class Faults:
         self._failure = stream(seed, "job_failure_rate")
         self._stall = stream(seed, "stall_rate")
         self._short_page = stream(seed, "list_short_page_rate")
+        self._corrupt = stream(seed, "corrupt_rate")
 
     def for_request(self) -> RequestFaults:
         """One draw from each transport stream (all of them, every API request)."""
@@ -70,6 +71,10 @@ class Faults:
     def truncate(self) -> bool:
         """Drawn once per CDN download that would succeed."""
         return self._truncate.random() < self._config.truncate_rate
+
+    def corrupt(self) -> bool:
+        """Drawn once per CDN GET that would succeed (after `truncate`)."""
+        return self._corrupt.random() < self._config.corrupt_rate
 
     def for_job(self) -> JobPlan:
         """Duration uniform in mean*(1±jitter); failure and stall drawn independently."""

@@ -41,6 +41,13 @@ class JobRoutes:
     async def generate(self, request: web.Request) -> web.Response:
         sim = self.sim
         model_id = request.match_info["modelId"]
+        if model_id in sim.config.forbidden_models:
+            return error(
+                403,
+                f"Forbidden: model {model_id} is not available on your plan; "
+                "it needs the Pro plan or above",
+                details={"modelId": model_id, "requiredPlan": "pro"},
+            )
         if model_id != MODEL_ID:
             return error(404, f"Model {model_id} not found (the simulator serves {MODEL_ID})")
         now = sim.clock()

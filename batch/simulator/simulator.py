@@ -41,6 +41,7 @@ class Simulator:
         self.base_url = ""
         self.cdn_url = ""
         rps = self.config.rate_limit_rps
+        self.first_request_at: float | None = None  # monotonic; outage windows count from it
         self.bucket: TokenBucket | None = None
         if rps is not None:
             burst = self.config.rate_limit_burst or max(1.0, rps)
@@ -100,6 +101,13 @@ class Simulator:
         """A fresh signed CDN URL for the asset's file."""
         expires = self.clock() + self.config.url_lifetime_s
         return self.signer.url(self.cdn_url, f"/assets/{asset.id}", expires)
+
+    def in_outage(self, now: float) -> bool:
+        """Whether `now` (monotonic) falls in an outage window; the first call starts the clock."""
+        if self.first_request_at is None:
+            self.first_request_at = now
+        elapsed = now - self.first_request_at
+        return any(start <= elapsed < end for start, end in self.config.outage_windows)
 
     def record(self, record: RequestRecord) -> None:
         if self.config.record_requests or record.is_generate:
