@@ -15,6 +15,7 @@ from batch.ledger import load_state
 from batch.simulator import Simulator
 from tests.pipeline_helpers import write_images, write_manifest
 
+LIMITS = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]  # minute hour day month weekday
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "schedules"
 
 
@@ -25,7 +26,7 @@ def _cron_commands() -> list[list[str]]:
             continue
         fields = line.split(None, 5)
         assert len(fields) == 6, f"five time fields and a command: {line}"
-        for field, (low, high) in zip(fields[:5], [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]):
+        for field, (low, high) in zip(fields[:5], LIMITS, strict=True):
             assert field == "*" or low <= int(field) <= high, line
         commands.append(_scenario_args(fields[5]))
     return commands
