@@ -155,3 +155,51 @@ async def test_dropped_submit_answers_create_no_duplicates(
     ]
     assert len(reconciled) == len(dropped)
     assert_outputs_intact(out)
+
+
+async def _until_jobs(sim: Simulator, count: int) -> None:
+    for _ in range(400):
+        await asyncio.sleep(0.05)
+        if len(sim.jobs) >= count:
+            return
+    raise AssertionError("jobs never started")
+
+
+async def test_cancel_on_interrupt_cancels_in_flight_jobs(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """--cancel-on-interrupt: Ctrl-C cancels running jobs on the API; a rerun finishes all."""
+    sim = await simulator_factory(job_latency_s=5.0)
+    manifest = _crash_manifest(tmp_path, 4, concurrency=4)
+    out = tmp_path / "out"
+    process = await _start_cli(sim, str(manifest), "--out", str(out), "--cancel-on-interrupt")
+    await _until_jobs(sim, 4)
+    await asyncio.sleep(0.3)  # let the submits' answers arrive and be recorded
+    process.send_signal(signal.SIGINT)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 130, stderr.decode()[-2000:]
+    cancels = [r for r in sim.request_log if r.path.endswith("/action") and r.status == 200]
+    assert len(cancels) == 4
+    assert {sim.job_state(job_id).status for job_id in sim.jobs} == {"canceled"}
+    assert {r.state for r in load_state(out).items.values()} == {"planned"}
+
+
+async def test_second_interrupt_exits_at_once_without_corruption(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """Two Ctrl-C in a row: exit 130 at once; the ledger still loads and a rerun completes."""
+    sim = await simulator_factory(job_latency_s=0.8)
+    manifest = _crash_manifest(tmp_path, 8, concurrency=4)
+    out = tmp_path / "out"
+    process = await _start_cli(sim, str(manifest), "--out", str(out))
+    await _until_jobs(sim, 2)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 130
+    load_state(out)  # readable
+    rerun = await _start_cli(sim, str(manifest), "--out", str(out))
+    _, stderr = await asyncio.wait_for(rerun.communicate(), timeout=60)
+    assert rerun.returncode == 0, stderr.decode()[-2000:]
+    assert set(jobs_created_per_prompt(sim).values()) == {1}
+    assert_outputs_intact(out)

@@ -105,3 +105,73 @@ async def test_parallel_ceiling_lowers_concurrency(
     refused = [r for r in sim.generate_calls() if r.status == 429]
     # After the first refusals the cap drops to 3: refusals stay a small share.
     assert len(refused) < 15
+
+
+async def test_large_reference_takes_the_multipart_upload(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """A reference over the inline limit goes through /uploads (parts PUT to the CDN), once."""
+    from tests.conftest import make_png
+
+    (tmp_path / "big.png").write_bytes(make_png(400, 300, noisy=True))
+    assert (tmp_path / "big.png").stat().st_size > 100_000
+    jobs = [{"prompt": f"big {n}", "referenceImages": ["big.png"]} for n in range(3)]
+    summary = await run(simulator, write_manifest(tmp_path, jobs), tmp_path / "out")
+
+    assert summary.succeeded == 3
+    inline = [r for r in simulator.request_log if r.method == "POST" and r.path == "/v1/assets"]
+    created = [r for r in simulator.request_log if r.method == "POST" and r.path == "/v1/uploads"]
+    parts = [r for r in simulator.request_log if r.origin == "cdn" and r.method == "PUT"]
+    assert (len(inline), len(created)) == (0, 1) and parts
+    assert all(r.authorization is None for r in parts)
+
+
+async def test_project_id_goes_on_every_api_call(simulator: Simulator, tmp_path: Path) -> None:
+    """A manifest projectId is sent as the projectId query parameter of every API call."""
+    write_images(tmp_path / "images", 1)
+    manifest = write_manifest(
+        tmp_path,
+        [{"prompt": "scoped", "referenceImages": ["images/img0000.png"]}],
+        projectId="proj_test",
+    )
+    from batch.manifest import load_manifest
+    from batch.pipeline import RunOptions, run_manifest
+    from tests.pipeline_helpers import FAST_POLL, settings_for
+
+    loaded = load_manifest(manifest)
+    summary = await run_manifest(
+        loaded,
+        settings_for(simulator, project_id=loaded.project_id),
+        RunOptions(out_dir=tmp_path / "out", poll=FAST_POLL),
+    )
+    assert summary.succeeded == 1
+    api_calls = [r for r in simulator.request_log if r.origin == "api"]
+    assert api_calls and all(r.query.get("projectId") == "proj_test" for r in api_calls)
+
+
+async def test_many_items_keep_task_count_bounded(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """With 300 items at concurrency 5, never more than a handful of tasks are alive."""
+    import asyncio
+
+    sim = await simulator_factory(job_latency_s=0.02)
+    write_images(tmp_path / "images", 1)
+    jobs = [{"prompt": f"n{n}", "referenceImages": ["images/img0000.png"]} for n in range(300)]
+    manifest = write_manifest(tmp_path, jobs)
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, len(asyncio.all_tasks()))
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        summary = await run(sim, manifest, tmp_path / "out", concurrency=5)
+    finally:
+        watcher.cancel()
+    assert summary.succeeded == 300
+    # 5 item tasks + the poller + the test's own and the servers' handler tasks.
+    assert peak < 40, peak
