@@ -138,7 +138,9 @@ def _scalar(ev: events.ScalarEvent) -> Any:
         raise YamlError(f"the YAML tag {tag} is not supported in a manifest", _line(ev))
     try:
         return construct(yaml.ScalarNode(tag, value))
-    except (ValueError, yaml.YAMLError) as exc:
+    # PyYAML's constructors trip on odd values (`!!int` with no value: IndexError;
+    # `!!bool maybe`: KeyError); every one of those is a bad value, not a crash.
+    except (ValueError, IndexError, KeyError, ArithmeticError, yaml.YAMLError) as exc:
         raise YamlError(f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}", _line(ev)) from exc
 
 
