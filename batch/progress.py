@@ -7,6 +7,7 @@ lines routed around it. Elsewhere (cron, CI, Kubernetes): a plain line every so 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any, Protocol, TextIO
@@ -48,7 +49,12 @@ class BarProgress:
 
     def start(self, total: int, done: int) -> None:
         self._bar = tqdm(
-            total=total, initial=done, file=self._stream, unit="img", dynamic_ncols=True
+            total=total,
+            initial=done,
+            file=self._stream,
+            unit="img",
+            dynamic_ncols=_width_known(self._stream),
+            ncols=None if _width_known(self._stream) else 100,
         )
         self._refresh()
 
@@ -71,6 +77,14 @@ class BarProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _width_known(stream: TextIO) -> bool:
+    """Some terminals (serial consoles, fresh ptys) report a width of 0: tqdm then draws nothing."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class LineProgress:
