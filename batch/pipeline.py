@@ -26,7 +26,9 @@ from batch.errors import (
     ApiError,
     BatchError,
     CredentialsError,
+    DownloadError,
     LedgerError,
+    OutageError,
     ParallelJobsLimitError,
     PermanentApiError,
     TransientApiError,
@@ -193,6 +195,12 @@ class Run:
     async def _item_task(self, item: Item, record: ItemRecord | None) -> None:
         try:
             await self._process(item, record)
+        except DownloadError as exc:
+            # The job succeeded and was paid for: never fail the item (a --retry-failed
+            # would pay again). It stays `submitted`; a rerun downloads it again.
+            log.warning("%s: outputs not downloaded this run: %s", item.id, exc)
+            self.summary.unfinished += 1
+            self.progress.item_finished(ok=False)
         except PermanentApiError as exc:
             await self._fail(item, str(exc), exc.hint)
         except _BudgetReached:
@@ -201,6 +209,8 @@ class Run:
             raise  # ends the whole run: nothing more is spent
         except (TransientApiError, LedgerError) as exc:
             # Resumable: the ledger says where this item is; a rerun picks it up.
+            if isinstance(exc, OutageError):
+                self._stop_submitting = str(exc)
             log.warning("%s: gave up for this run: %s", item.id, exc)
             self.summary.unfinished += 1
             self.progress.item_finished(ok=False)
@@ -241,7 +251,9 @@ class Run:
 
     async def _resume_submitting(self, item: Item, record: ItemRecord) -> tuple[str | None, str]:
         """A previous run died between writing `submitting` and learning the job id."""
-        body = item.generate_body(await self.references.asset_ids(item))
+        # The body as it was sent: the asset ids recorded with `submitting`, if any.
+        references = record.references or await self.references.asset_ids(item)
+        body = item.generate_body(references)
         sent_at = record.submitted_at or utc_now()
         job = await self.reconciler.find(body, sent_at)
         if job is None:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from batch.api import JobView, ScenarioClient
-from batch.errors import ApiError, CredentialsError
+from batch.errors import ApiError, CredentialsError, OutageError
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,9 @@ class Poller:
             except CredentialsError as exc:
                 self._fail_all(exc)
                 raise
+            except OutageError as exc:
+                # The API stayed down past the grace period: every waiter stops (resumable).
+                self._fail_all(exc)
             except ApiError as exc:
                 log.warning("polling failed this tick, will try again: %s", exc)
 
