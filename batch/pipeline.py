@@ -286,7 +286,7 @@ class Run:
         except ParallelJobsLimitError as exc:
             await self._record(item, state="planned", notCreated=True)
             self._on_ceiling(exc)
-            await self.slots.wait_for_release(max_wait_s=5.0)
+            await self.slots.wait_for_turn(max_wait_s=5.0)
             raise _TryAgain from exc
         except AmbiguousSubmitError as exc:
             log.info("%s: %s; looking for the job before sending again", item.id, exc)

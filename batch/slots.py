@@ -33,9 +33,16 @@ class Slots:
     def shrink_to(self, limit: int) -> None:
         self.limit = max(1, min(self.limit, limit))
 
-    async def wait_for_release(self, max_wait_s: float) -> None:
-        """Wait until some slot is released, or `max_wait_s` seconds (jobs of other runs on the
-        same account may be what fills the ceiling, and their end sends us no signal)."""
+    async def wait_for_turn(self, max_wait_s: float) -> None:
+        """After the API refused a submit for the account's ceiling: give the slot back and
+        queue for one under the (lowered) limit, so that one finished job lets one refused
+        submit through, not all of them at once. After `max_wait_s` (jobs of other runs on
+        the same account may fill the ceiling, and their end sends us no signal) the slot
+        is taken back regardless, for one more try."""
         async with self._changed:
+            self.in_use -= 1
+            self._changed.notify_all()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), max_wait_s)
+                async with asyncio.timeout(max_wait_s):
+                    await self._changed.wait_for(lambda: self.in_use < self.limit)
+            self.in_use += 1

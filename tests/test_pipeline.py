@@ -104,7 +104,7 @@ async def test_parallel_ceiling_lowers_concurrency(
     assert set(jobs_created_per_prompt(sim).values()) == {1}
     refused = [r for r in sim.generate_calls() if r.status == 429]
     # After the first refusals the cap drops to 3: refusals stay a small share.
-    assert len(refused) < 15
+    assert len(refused) <= 12, len(refused)
 
 
 async def test_large_reference_takes_the_multipart_upload(
