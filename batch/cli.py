@@ -201,6 +201,13 @@ def _run(args: argparse.Namespace) -> int:
     except CredentialsError as exc:
         print(f"scenario-batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if summary.removed:
+        shown = ", ".join(summary.removed[:10]) + (", ..." if len(summary.removed) > 10 else "")
+        log.warning(
+            "%d item(s) in the ledger are no longer in the manifest; their files are kept: %s",
+            len(summary.removed),
+            shown,
+        )
     print(one_line_summary(summary, out_dir))
     return summary.exit_code
 

@@ -229,3 +229,19 @@ async def test_retry_failed_resubmits_only_failed_items(
 
     await _run_cli("run", str(manifest), "--job-retries", "0", "--retry-failed", "-q")
     assert len(sim.jobs) == jobs_before + len(failed)
+
+
+async def test_removed_items_are_reported_not_deleted(
+    scenario_env: Simulator, project: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An item dropped from the manifest is named in a warning; its files stay on disk."""
+    jobs = _jobs(3)
+    manifest = write_manifest(project, jobs, output="out")
+    assert await _run_cli("run", str(manifest)) == 0
+    write_manifest(project, jobs[:2], output="out")
+    capfd.readouterr()
+
+    assert await _run_cli("run", str(manifest)) == 0
+
+    assert "no longer in the manifest" in capfd.readouterr().err
+    assert (project / "out" / "item-2_0.png").exists()
