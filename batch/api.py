@@ -49,10 +49,9 @@ FINAL_STATUSES: Final = frozenset({"success", "failure", "canceled"})
 BULK_LIMIT: Final = 200  # POST /assets/get-bulk takes at most 200 ids
 INLINE_UPLOAD_LIMIT: Final = 100_000  # agent notes: inline base64 is for small files only
 PART_SIZE: Final = 8 * 1024 * 1024
-# Generate answers that may hide a created job (a gateway gave up after the backend
-# accepted the call): the outcome is unknown, so they are ambiguous, not retryable.
-AMBIGUOUS_STATUSES: Final = frozenset({500, 502, 503, 504})
-TRANSIENT_STATUSES: Final = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# Any 5xx is transient. On generate it may hide a created job (a gateway gave up after
+# the backend accepted the call): the outcome is unknown, so it is ambiguous, not retried.
+TRANSIENT_STATUSES: Final = frozenset({408, 409, 425, 429})
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,12 +322,14 @@ class ScenarioClient:
             ) as response:
                 body = await _json_or_text(response)
                 status = response.status
-                if status < 300:
-                    self._throttle.on_success()
-                    return status, body
-                if status == 429:
+                # The parallel-jobs ceiling is about jobs, not the request rate: not a cut.
+                if status == 429 and not _is_jobs_ceiling(body):
                     self._throttle.on_rate_limited()
-                if billable and status in AMBIGUOUS_STATUSES:
+                else:
+                    self._throttle.on_success()
+                if status < 300:
+                    return status, body
+                if billable and status >= 500:
                     raise AmbiguousSubmitError(
                         f"generate answered HTTP {status}; the job may exist", status=status
                     )
@@ -388,12 +389,11 @@ def _raise_for(status: int, body: Any, response: aiohttp.ClientResponse) -> None
             "SCENARIO_SDK_API_KEY and SCENARIO_SDK_API_SECRET"
         )
     if status == 429:
-        details = body.get("details") if isinstance(body, dict) else None
-        if isinstance(details, dict) and details.get("actionName") == "parallel-custom-jobs":
-            limit = details.get("actionLimit")
+        if _is_jobs_ceiling(body):
+            limit = body["details"].get("actionLimit")
             raise ParallelJobsLimitError(text, limit=int(limit) if isinstance(limit, int) else None)
         raise RateLimitedError(text, status=429, retry_after=_retry_after(response))
-    if status in TRANSIENT_STATUSES:
+    if status in TRANSIENT_STATUSES or status >= 500:
         raise TransientApiError(text, status=status, hint=hint, retry_after=_retry_after(response))
     if 300 <= status < 400:
         raise PermanentApiError(
@@ -402,6 +402,11 @@ def _raise_for(status: int, body: Any, response: aiohttp.ClientResponse) -> None
             status=status,
         )
     raise PermanentApiError(text, status=status, hint=hint)
+
+
+def _is_jobs_ceiling(body: Any) -> bool:
+    details = body.get("details") if isinstance(body, dict) else None
+    return isinstance(details, dict) and details.get("actionName") == "parallel-custom-jobs"
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:

@@ -64,7 +64,10 @@ async def fetch_output(
             return await _fetch_once(session, url, directory, stem, client_timeout)
         except _Expired as expired:
             last_problem = str(expired)
-            url = await refresh_url()
+            if attempt < attempts:
+                # Use the fresh URL at once: waiting first could let a short-lived one lapse.
+                url = await refresh_url()
+            continue
         except _Retry as problem:
             last_problem = str(problem)
         if attempt < attempts:

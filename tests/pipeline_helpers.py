@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from batch.manifest import load_manifest
 from batch.pipeline import RunOptions, RunSummary, run_manifest
 from batch.poller import PollPolicy
 from batch.settings import ApiSettings, RetryPolicy
-from batch.simulator import Simulator
+from batch.simulator import RequestRecord, Simulator
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET, make_png
 
 FAST_POLL = PollPolicy(min_interval_s=0.02, initial_interval_s=0.05, max_interval_s=0.5)
@@ -49,10 +50,34 @@ def settings_for(sim: Simulator, **changes: Any) -> ApiSettings:
     )
 
 
-async def run(sim: Simulator, manifest_path: Path, out: Path, **options: Any) -> RunSummary:
+async def run(
+    sim: Simulator,
+    manifest_path: Path,
+    out: Path,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> RunSummary:
+    """Run a manifest against `sim`; `settings` changes ApiSettings fields (see settings_for)."""
     manifest = load_manifest(manifest_path)
     run_options = RunOptions(out_dir=out, poll=options.pop("poll", FAST_POLL), **options)
-    return await run_manifest(manifest, settings_for(sim), run_options)
+    return await run_manifest(manifest, settings_for(sim, **dict(settings or {})), run_options)
+
+
+def api_records(sim: Simulator) -> list[RequestRecord]:
+    """The API origin's log records, in arrival order."""
+    return [r for r in sim.request_log if r.origin == "api"]
+
+
+def max_in_window(times: Sequence[float], window_s: float = 1.0) -> int:
+    """The most timestamps that fall in any half-open window of `window_s` seconds."""
+    ordered = sorted(times)
+    best = start = 0
+    for end, moment in enumerate(ordered):
+        while ordered[start] <= moment - window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 def jobs_created_per_prompt(sim: Simulator) -> Counter[str]:

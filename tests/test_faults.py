@@ -1,0 +1,255 @@
+"""A bad night (issue 5): every fault knob of the simulator against the whole pipeline.
+
+Faults are seeded simulator knobs; assertions are properties of the outcome (final
+states, intact files, submits per item, the request log), never exact timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch import cli
+from batch.ledger import load_state
+from batch.settings import ApiSettings, RetryPolicy
+from batch.simulator import MODEL_ID
+from tests.conftest import TEST_API_KEY, TEST_API_SECRET, SimulatorFactory
+from tests.pipeline_helpers import (
+    FAST_RETRY,
+    api_records,
+    assert_outputs_intact,
+    jobs_created_per_prompt,
+    ledger_lines,
+    run,
+    write_images,
+    write_manifest,
+)
+
+# Patient enough that a call never runs out of tries under 20% faults, still fast.
+NIGHT_RETRY = RetryPolicy(attempts=14, initial_wait_s=0.01, max_wait_s=0.2, total_s=60)
+
+
+def _manifest(tmp_path: Path, count: int, *, images: int = 8, **top: Any) -> Path:
+    write_images(tmp_path / "images", images)
+    jobs = [
+        {
+            "id": f"item-{n:03d}",
+            "prompt": f"night edit {n}",
+            "referenceImages": [f"images/img{n % images:04d}.png"],
+            "numOutputs": 1 + n % 2,
+        }
+        for n in range(count)
+    ]
+    return write_manifest(tmp_path, jobs, **top)
+
+
+def _final_states(out: Path) -> Counter[str]:
+    return Counter(record.state for record in load_state(out).items.values())
+
+
+async def test_bad_night(simulator_factory: SimulatorFactory, tmp_path: Path) -> None:
+    """150 items under every fault at once: all final, files intact, <= 1 + retries submits,
+    stalls canceled and recorded as "timeout", no credentials at the CDN."""
+    sim = await simulator_factory(
+        seed=7,
+        job_latency_s=0.2,
+        http500_rate=0.10,
+        http429_rate=0.05,
+        retry_after_s=0.05,
+        reset_rate=0.03,
+        job_failure_rate=0.05,
+        truncate_rate=0.05,
+        stall_rate=0.02,
+        url_lifetime_s=0.1,  # shorter than a job: slow downloads need a fresh URL
+    )
+    manifest = _manifest(tmp_path, 150)
+    out = tmp_path / "out"
+
+    summary = await run(
+        sim,
+        manifest,
+        out,
+        concurrency=24,
+        job_retries=1,
+        job_timeout_s=2.0,
+        download_attempts=8,
+        settings={"retry": NIGHT_RETRY},
+    )
+
+    assert summary.unfinished == 0 and summary.succeeded + summary.failed == 150
+    states = _final_states(out)
+    assert set(states) <= {"succeeded", "failed"} and sum(states.values()) == 150
+    for record in load_state(out).items.values():
+        if record.state == "failed":
+            assert record.error, f"{record.id} failed without a reason"
+            # Job failures and timeouts only: no download, retry or transport error survives.
+            assert record.error == "timeout" or "simulated GPU error" in record.error
+    assert assert_outputs_intact(out) > 0
+    assert max(jobs_created_per_prompt(sim).values()) <= 2
+    assert not [r for r in sim.records(origin="cdn") if r.auth_sent]
+    stalled = [job for job in sim.jobs.values() if job.plan.stalls]
+    assert stalled, "seed 7 stalls some jobs"
+    cancels = {
+        r.path.split("/")[3]
+        for r in sim.records("api", "/v1/jobs/")
+        if r.method == "POST" and r.path.endswith("/action") and r.status == 200
+    }
+    timeouts = {line["id"] for line in ledger_lines(out) if line.get("error") == "timeout"}
+    for job in stalled:
+        assert sim.job_state(job.id).status == "canceled"
+        assert job.id in cancels, f"stalled job {job.id} was never canceled"
+        item_id = "item-{:03d}".format(int(str(job.input["prompt"]).split()[-1]))
+        assert item_id in timeouts, f"{item_id}: no 'timeout' record for its stalled job"
+
+
+def _share_429(records: list[Any]) -> float:
+    return sum(1 for r in records if r.status == 429) / max(1, len(records))
+
+
+async def test_rate_limit_converges(simulator_factory: SimulatorFactory, tmp_path: Path) -> None:
+    """Under a server limit far below what concurrency 32 asks for, the 429 share falls after
+    the first seconds and every item still finishes."""
+    sim = await simulator_factory(seed=3, job_latency_s=0.1, rate_limit_rps=10.0)
+    manifest = _manifest(tmp_path, 40, images=4)
+    out = tmp_path / "out"
+
+    summary = await run(sim, manifest, out, concurrency=32, settings={"retry": NIGHT_RETRY})
+
+    assert (summary.succeeded, summary.failed, summary.unfinished) == (40, 0, 0)
+    records = api_records(sim)
+    start, end = records[0].time, records[-1].time
+    early = [r for r in records if r.time < start + 2.0]
+    late = [r for r in records if r.time >= (start + end) / 2]
+    assert _share_429(early) > 0.15, "the start should overrun the limit"
+    assert _share_429(late) < _share_429(early) / 3
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "names"),
+    [
+        ("unknown asset", 400, "referenceImages"),
+        ("forbidden model", 403, "plan"),
+        ("unknown model", 404, "model_missing"),
+    ],
+)
+async def test_permanent_errors_fail_the_item_at_once(
+    simulator_factory: SimulatorFactory, tmp_path: Path, case: str, status: int, names: str
+) -> None:
+    """400/403/404 from generate fail the item at once, with the API's message, untried again."""
+    sim = await simulator_factory(forbidden_models=(MODEL_ID,) if case == "forbidden model" else ())
+    write_images(tmp_path / "images", 1)
+    reference = "asset_doesnotexist" if case == "unknown asset" else "images/img0000.png"
+    jobs = [{"id": f"p{n}", "prompt": f"p{n}", "referenceImages": [reference]} for n in range(3)]
+    top = {"model": "model_missing"} if case == "unknown model" else {}
+    manifest = write_manifest(tmp_path, jobs, **top)
+    out = tmp_path / "out"
+
+    summary = await run(sim, manifest, out, job_retries=3)
+
+    assert (summary.succeeded, summary.failed, summary.unfinished) == (0, 3, 0)
+    for record in load_state(out).items.values():
+        assert record.state == "failed" and record.error
+        assert f"HTTP {status}" in record.error and names in record.error
+    assert [r.status for r in sim.generate_calls()] == [status] * 3  # one call each, no retry
+    assert not sim.jobs
+
+
+async def test_refused_credentials_stop_the_run_with_exit_2(
+    simulator_factory: SimulatorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """401 (wrong key): the CLI stops at once with exit 2 and a message about the credentials;
+    no generate call is sent."""
+    sim = await simulator_factory(api_key="right-key", api_secret="right-secret")
+    monkeypatch.setenv("SCENARIO_BASE_URL", sim.base_url)
+    monkeypatch.setenv("SCENARIO_SDK_API_KEY", TEST_API_KEY)
+    monkeypatch.setenv("SCENARIO_SDK_API_SECRET", TEST_API_SECRET)
+    monkeypatch.delenv("SCENARIO_PROJECT_ID", raising=False)
+    manifest = _manifest(tmp_path, 20, images=4)
+
+    code = await asyncio.to_thread(cli.main, ["run", str(manifest), "--out", str(tmp_path / "o")])
+
+    assert code == 2
+    assert "SCENARIO_SDK_API_KEY" in capsys.readouterr().err
+    assert not sim.generate_calls() and not sim.jobs
+    calls = api_records(sim)
+    assert calls and {r.status for r in calls} == {401}
+    assert len(calls) <= 4, "one refused call per reference image at most: nothing is retried"
+
+
+async def test_short_outage_pauses_and_completes(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """A 1.5 s outage mid-run: the run pauses and probes, then completes; no item fails, no
+    item is submitted twice, and the dead API is not hammered."""
+    sim = await simulator_factory(seed=2, job_latency_s=0.2, outage_windows=((0.5, 2.0),))
+    manifest = _manifest(tmp_path, 40, images=4)
+    out = tmp_path / "out"
+
+    summary = await run(
+        sim,
+        manifest,
+        out,
+        concurrency=8,
+        settings={"outage_trip_after": 3, "outage_grace_s": 30.0},
+    )
+
+    assert (summary.succeeded, summary.failed, summary.unfinished) == (40, 0, 0)
+    assert set(jobs_created_per_prompt(sim).values()) == {1}
+    refused = [r for r in api_records(sim) if r.status == 503]
+    assert refused, "the outage fell inside the run"
+    assert len(refused) < 30, f"{len(refused)} calls into a dead API: it should pause and probe"
+    assert assert_outputs_intact(out) == sum(1 + n % 2 for n in range(40))
+
+
+async def test_long_outage_stops_with_exit_1_and_resumes(
+    simulator_factory: SimulatorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An outage past the grace period stops the CLI with exit 1 and a clear message; the
+    same command run after the outage completes every item, none submitted twice."""
+    sim = await simulator_factory(seed=2, job_latency_s=1.0, outage_windows=((0.4, 3.0),))
+    monkeypatch.setenv("SCENARIO_BASE_URL", sim.base_url)
+    monkeypatch.setenv("SCENARIO_SDK_API_KEY", TEST_API_KEY)
+    monkeypatch.setenv("SCENARIO_SDK_API_SECRET", TEST_API_SECRET)
+    monkeypatch.delenv("SCENARIO_PROJECT_ID", raising=False)
+    from_env = ApiSettings.from_env
+
+    def impatient(env: Any, *, project_id: str | None = None) -> ApiSettings:
+        settings = from_env(env, project_id=project_id)
+        return dataclasses.replace(
+            settings, retry=FAST_RETRY, outage_trip_after=3, outage_grace_s=0.8
+        )
+
+    monkeypatch.setattr(ApiSettings, "from_env", staticmethod(impatient))
+    manifest = _manifest(tmp_path, 30, images=4, concurrency=6)
+    out = tmp_path / "out"
+    argv = ["run", str(manifest), "--out", str(out)]
+
+    started = time.monotonic()
+    first = await asyncio.to_thread(cli.main, argv)
+
+    assert first == 1
+    assert time.monotonic() - started < 10, "stops soon after the grace period, no hang"
+    printed = capsys.readouterr().out
+    assert "stopped early: the API has failed every call" in printed
+    assert "again to resume" in printed
+    assert _final_states(out)["failed"] == 0, "an outage fails no item"
+    assert sim.first_request_at is not None
+    await asyncio.sleep(max(0.0, sim.first_request_at + 3.0 - time.monotonic()))
+    second = await asyncio.to_thread(cli.main, argv)
+
+    assert second == 0
+    assert _final_states(out) == Counter({"succeeded": 30})
+    assert set(jobs_created_per_prompt(sim).values()) == {1}
+    assert_outputs_intact(out)
