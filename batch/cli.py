@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from batch import __version__
-from batch.errors import BatchError, CredentialsError, LockedError, ManifestError, UsageError
+from batch.errors import (
+    BatchError,
+    CredentialsError,
+    LockedError,
+    ManifestError,
+    UnusableOutputError,
+    UsageError,
+)
 from batch.logs import configure_logging
 from batch.manifest import Manifest, load_manifest
 from batch.pipeline import (
@@ -142,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {path}; check it with: scenario-batch validate {path}")
             return EXIT_OK
         return _run(args)
-    except (ManifestError, UsageError, LockedError) as exc:
+    except (ManifestError, UsageError, LockedError, UnusableOutputError) as exc:
         print(f"scenario-batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BatchError as exc:

@@ -5,7 +5,8 @@
     │   └── CredentialsError     missing credentials, or the API answered 401 (exit 2)
     ├── ManifestError            the manifest or a file it names is wrong (exit 2)
     ├── LedgerError              the output directory's ledger cannot be used
-    │   └── LockedError          another run holds the output directory (exit 2)
+    │   ├── LockedError          another run holds the output directory (exit 2)
+    │   └── UnusableOutputError  the output directory cannot be used as it is (exit 2)
     └── ApiError                 the Scenario API answered with an error
         ├── TransientApiError    408, 409, 429, 5xx, resets, timeouts: worth retrying
         │   ├── RateLimitedError             429 (with the server's wait, if it gave one)
@@ -63,6 +64,10 @@ class LedgerError(BatchError):
 
 class LockedError(LedgerError):
     """Another run is using this output directory."""
+
+
+class UnusableOutputError(LedgerError):
+    """The output directory (or a file in it) cannot be used: found before anything is spent."""
 
 
 class ApiError(BatchError):

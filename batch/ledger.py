@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from batch.errors import LedgerError, LockedError
+from batch.errors import LedgerError, LockedError, UnusableOutputError
 
 LEDGER_NAME: Final = "ledger.jsonl"
 LOCK_NAME: Final = ".lock"
@@ -231,14 +231,14 @@ def open_in_out_dir(path: Path, flags: int, mode: int = 0o644) -> int:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP or os.path.islink(path):
-            raise LedgerError(
+            raise UnusableOutputError(
                 f"{path} is a symbolic link; scenario-batch never follows links in its output "
                 "directory: remove it, or use another --out directory"
             ) from None
-        raise LedgerError(f"cannot open {path}: {exc.strerror or exc}") from exc
+        raise UnusableOutputError(f"cannot open {path}: {exc.strerror or exc}") from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise LedgerError(
+        raise UnusableOutputError(
             f"{path} is not a regular file: remove it, or use another --out directory"
         )
     os.set_blocking(fd, True)

@@ -32,6 +32,7 @@ from batch.errors import (
     ParallelJobsLimitError,
     PermanentApiError,
     TransientApiError,
+    UnusableOutputError,
 )
 from batch.estimate import CostBook, Estimate, estimate_items
 from batch.ledger import DirectoryLock, ItemRecord, LedgerState, LedgerWriter, load_state, utc_now
@@ -513,7 +514,12 @@ async def run_manifest(
 ) -> RunSummary:
     """Run (or resume) a manifest into `options.out_dir`."""
     out_dir = options.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnusableOutputError(
+            f"cannot use {out_dir} as the output directory: {exc.strerror or exc}"
+        ) from exc
     lock = DirectoryLock(out_dir)
     lock.acquire()
     try:

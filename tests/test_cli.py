@@ -245,3 +245,18 @@ async def test_removed_items_are_reported_not_deleted(
 
     assert "no longer in the manifest" in capfd.readouterr().err
     assert (project / "out" / "item-2_0.png").exists()
+
+
+async def test_unusable_output_directory_exits_2_before_spending(
+    scenario_env: Simulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ledger planted as a symlink, or an --out that is a file: exit 2, nothing sent."""
+    manifest = write_manifest(project, _jobs(1), output="out")
+    (project / "out").mkdir()
+    (project / "out" / "ledger.jsonl").symlink_to(project / "elsewhere.jsonl")
+    assert await _run_cli("run", str(manifest)) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    (project / "a-file").write_text("x")
+    assert await _run_cli("run", str(manifest), "--out", str(project / "a-file")) == 2
+    assert not (project / "elsewhere.jsonl").exists()
+    assert scenario_env.request_log == []
