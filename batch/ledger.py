@@ -20,7 +20,6 @@ blindly.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import errno
 import fcntl
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from batch.durable import fsync_directory
 from batch.errors import LedgerError, LockedError, UnusableOutputError
 
 LEDGER_NAME: Final = "ledger.jsonl"
@@ -297,7 +297,7 @@ class LedgerWriter:
             _cut_torn_tail(self._fd)
         except OSError as exc:
             raise LedgerError(f"cannot open ledger {self.path}: {exc.strerror or exc}") from exc
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     def close(self) -> None:
         """Write whatever is still queued, then close."""
@@ -385,12 +385,3 @@ def _cut_torn_tail(fd: int) -> None:
             return
         position = start
     os.ftruncate(fd, 0)
-
-
-def _fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # some file systems refuse to fsync a directory
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

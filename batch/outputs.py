@@ -24,6 +24,7 @@ import aiofiles
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
+from batch.durable import fsync_directory
 from batch.errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ async def _fetch_once(
         extension = await asyncio.to_thread(_image_extension, temp)
         final = directory / f"{stem}.{extension}"
         os.replace(temp, final)  # replaces a planted symlink itself, never its target
-        _fsync_directory(directory)
+        fsync_directory(directory)
         return Fetched(final, digest.hexdigest(), size)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Retry(f"{type(exc).__name__}: {exc}") from exc
@@ -157,12 +158,3 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -14,14 +14,12 @@ the report and each thumbnail go to a temporary name first and are renamed into 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import html
 import io
 import logging
 import os
-import secrets
 import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +31,7 @@ from urllib.parse import quote
 from PIL import Image
 
 from batch import report_template as template
+from batch.durable import write_atomically
 from batch.ledger import ItemRecord, LedgerState, load_state
 
 if TYPE_CHECKING:
@@ -63,7 +62,7 @@ def write_report(
         title = f"scenario-batch: {manifest.path.name if manifest else out_dir.name}"
     page = "".join(_page(rows, state, thumbs, title, outputs))
     target = out_dir / REPORT_NAME
-    _write_atomically(target, page.encode("utf-8", "replace"), fsync=True)  # lone surrogates
+    write_atomically(target, page.encode("utf-8", "replace"), fsync=True)  # lone surrogates
     return target
 
 
@@ -206,7 +205,7 @@ def _make_thumbnail(source: str, target: str) -> bool:
     except Exception as exc:  # an undecodable image must only cost its own thumbnail
         log.debug("no thumbnail for %s: %s", source, exc)
         return False
-    _write_atomically(Path(target), data, fsync=False)
+    write_atomically(Path(target), data, fsync=False)
     return True
 
 
@@ -392,32 +391,3 @@ def _duration(first: str | None, last: str | None) -> str | None:
 
 
 # -- files ------------------------------------------------------------------------------
-
-
-def _write_atomically(target: Path, data: bytes, *, fsync: bool) -> None:
-    """Write `target` via a fresh temporary name in the same directory, then rename."""
-    temp = target.with_name(f"{target.name}.tmp-{secrets.token_hex(6)}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    fd = os.open(temp, flags, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    if fsync:
-        _fsync_directory(target.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # some file systems refuse to fsync a directory
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from batch.durable import write_atomically
 from batch.errors import UsageError
 from batch.manifest import load_manifest
 from batch.manifest_bulk import sanitize
@@ -51,8 +52,7 @@ def write_starter_manifest(
         "# Written by `scenario-batch init`. Edit freely; check with `scenario-batch validate`.\n"
         "# The format is in README.md; configs/manifest.schema.json gives editors completion.\n"
     )
-    temp = target.with_name(f".{target.name}.tmp")
-    temp.write_text(header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
-    os.replace(temp, target)
+    text = header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    write_atomically(target, text.encode())
     load_manifest(target)  # what we wrote must validate
     return target
