@@ -73,10 +73,15 @@ class Throttle:
         now = self._answered(limited=True)
         if now - self._last_cut < self._window_s:
             return
+        # Judge on at least half a window of answers: a burst answered at once (the start
+        # of a run) says little about a rate. A run's first second is not a full window.
+        span = now - self._answers[0][0]
+        if span < self._window_s / 2:
+            return
         limited = sum(1 for _, refused in self._answers if refused)
         if limited < 2 or limited / len(self._answers) <= self._tolerance:
             return
-        accepted = (len(self._answers) - limited) / self._window_s
+        accepted = (len(self._answers) - limited) / span
         current = self.rate if self.rate is not None else math.inf
         self.rate = max(self._min_rps, min(current, self._backoff * accepted))
         self._last_cut = now

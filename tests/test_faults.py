@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
+import batch.pipeline
 from batch import cli
 from batch.ledger import load_state
+from batch.outputs import Fetched
 from batch.settings import ApiSettings, RetryPolicy
 from batch.simulator import MODEL_ID
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET, SimulatorFactory
@@ -26,6 +30,7 @@ from tests.pipeline_helpers import (
     assert_outputs_intact,
     jobs_created_per_prompt,
     ledger_lines,
+    max_in_window,
     run,
     write_images,
     write_manifest,
@@ -253,3 +258,111 @@ async def test_long_outage_stops_with_exit_1_and_resumes(
     assert _final_states(out) == Counter({"succeeded": 30})
     assert set(jobs_created_per_prompt(sim).values()) == {1}
     assert_outputs_intact(out)
+
+
+async def test_bad_downloads_are_retried_and_only_verified_files_land(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """Truncated bodies and non-image bytes are retried; every file on disk is byte for byte
+    the simulator's output and decodes as an image; no temp file remains."""
+    sim = await simulator_factory(seed=5, truncate_rate=0.15, corrupt_rate=0.15)
+    manifest = _manifest(tmp_path, 30, images=3)
+    out = tmp_path / "out"
+
+    summary = await run(sim, manifest, out, concurrency=8, download_attempts=10)
+
+    assert (summary.succeeded, summary.failed, summary.unfinished) == (30, 0, 0)
+    assert assert_outputs_intact(out) == sum(1 + n % 2 for n in range(30))
+    for record in load_state(out).items.values():
+        for output in record.files:
+            data = (out / output.path).read_bytes()
+            assert data == sim.store.asset_bytes(sim.assets[output.asset_id])
+            with Image.open(io.BytesIO(data)) as image:
+                image.verify()
+    downloads = [r for r in sim.records("cdn", "/assets/") if r.method == "GET"]
+    truncated = sum(1 for r in downloads if r.status is None)
+    answered = Counter(r.path for r in downloads if r.status == 200)
+    corrupt = sum(count - 1 for count in answered.values())  # a 200 retried was not an image
+    assert truncated >= 2 and corrupt >= 2, (truncated, corrupt)
+    assert not list(out.glob(".partial-*"))
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == sorted(
+        output.path for record in load_state(out).items.values() for output in record.files
+    )
+
+
+@pytest.mark.parametrize("job_retries", [0, 2])
+async def test_failed_jobs_keep_error_and_hint_and_resubmit_at_most_job_retries(
+    simulator_factory: SimulatorFactory, tmp_path: Path, job_retries: int
+) -> None:
+    """Jobs ending `failure`: the ledger keeps metadata.error and hint; an item gets at most
+    1 + job_retries jobs, and fails only after that many failures."""
+    sim = await simulator_factory(seed=4, job_failure_rate=0.4)
+    manifest = _manifest(tmp_path, 30, images=2)
+    out = tmp_path / "out"
+
+    summary = await run(sim, manifest, out, concurrency=10, job_retries=job_retries)
+
+    assert summary.unfinished == 0 and summary.failed > 0
+    jobs_by_item: dict[str, list[str]] = {}
+    for job in sim.jobs.values():
+        item_id = "item-{:03d}".format(int(str(job.input["prompt"]).split()[-1]))
+        jobs_by_item.setdefault(item_id, []).append(sim.job_state(job.id).status)
+    lines = ledger_lines(out)
+    for record in load_state(out).items.values():
+        statuses = jobs_by_item[record.id]
+        assert len(statuses) <= 1 + job_retries
+        assert statuses[:-1] == ["failure"] * (len(statuses) - 1)
+        if record.state == "failed":
+            assert statuses == ["failure"] * (1 + job_retries)
+            assert record.error and "simulated GPU error" in record.error
+            assert record.hint
+        else:
+            assert statuses[-1] == "success"
+        remembered = [x for x in lines if x.get("id") == record.id and x.get("error")]
+        assert len(remembered) >= statuses.count("failure")
+        assert all(x.get("hint") for x in remembered)
+
+
+async def test_max_rps_caps_the_request_rate(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """With --max-rps R, no one-second window of the API log holds more than R + 2 calls."""
+    rps = 15.0
+    sim = await simulator_factory(seed=1, job_latency_s=0.1)
+    manifest = _manifest(tmp_path, 30, images=3)
+
+    summary = await run(sim, manifest, tmp_path / "out", concurrency=16, settings={"max_rps": rps})
+
+    assert summary.succeeded == 30
+    busiest = max_in_window([r.time for r in api_records(sim)])
+    assert busiest <= rps + 2, busiest
+    assert busiest >= rps - 3, "the cap, not the workload, set the pace"
+
+
+async def test_expired_urls_are_refreshed(
+    simulator_factory: SimulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Download URLs that expire while an item waits to download are refreshed through the API
+    and the download succeeds; the CDN never sees credentials."""
+    sim = await simulator_factory(seed=6, job_latency_s=0.1, url_lifetime_s=0.3)
+    real_fetch = batch.pipeline.fetch_output
+
+    async def slow_fetch(*args: Any, **kwargs: Any) -> Fetched:
+        await asyncio.sleep(0.4)  # a long download queue: every URL from the poller lapses
+        return await real_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(batch.pipeline, "fetch_output", slow_fetch)
+    manifest = _manifest(tmp_path, 6, images=2)
+    out = tmp_path / "out"
+
+    summary = await run(sim, manifest, out, concurrency=6)
+
+    assert summary.succeeded == 6
+    outputs = sum(1 + n % 2 for n in range(6))
+    assert assert_outputs_intact(out) == outputs
+    downloads = [r for r in sim.records("cdn", "/assets/") if r.method == "GET"]
+    assert sum(1 for r in downloads if r.status == 403) >= outputs
+    assert sum(1 for r in downloads if r.status == 200) == outputs
+    refreshes = [r for r in sim.records("api", "/v1/assets/") if r.method == "GET"]
+    assert len(refreshes) >= outputs
+    assert not any(r.auth_sent for r in sim.records(origin="cdn"))
