@@ -7,7 +7,12 @@ or for a job the list has not mentioned for a while, it asks about that job dire
 Fresh output URLs for every job that succeeded in a tick come from one get-bulk call.
 
 The pace adapts to how long jobs take: about a tenth of the typical job duration,
-so a finished job waits on average 5% of its own duration to be noticed.
+so a finished job waits on average 5% of its own duration to be noticed. Before any job
+has finished, after a first tick at `initial_interval_s`, a tenth of the oldest job's age
+stands in for it (a job that has run for a seconds takes at least a seconds). When many
+jobs finish every second it polls faster, down to `min_interval_s`, as long as a tick's
+requests stay shared by enough finished jobs (`requests_per_job`): a busy run loses less
+time per job at the same cost per job.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from batch.errors import ApiError, CredentialsError, OutageError
 
 log = logging.getLogger(__name__)
 
+_ISO_MS_LEN = len("2026-01-01T00:00:00.000Z")
+_PAGE_SIZE = 100  # list_jobs' default page size (for counting requests)
+
 
 @dataclass(frozen=True, slots=True)
 class PollPolicy:
@@ -34,7 +42,9 @@ class PollPolicy:
     fraction_of_job: float = 0.1  # poll every tenth of a typical job's duration
     direct_below: int = 3  # with fewer jobs than this in flight, ask about each directly
     stale_after_ticks: int = 8  # a job the list has not shown for this many ticks: ask directly
-    overlap_s: float = 2.0  # re-read this much of the list's past, against clock jitter
+    overlap_s: float = 2.0  # first read: this much before our own submit time (clock skew)
+    settle_s: float = 0.5  # later reads: this much before the newest update the API showed
+    requests_per_job: float = 0.25  # poll budget per finished job when polling faster
 
 
 @dataclass(slots=True)
@@ -52,7 +62,12 @@ class PollStats:
     list_requests: int = 0
     direct_requests: int = 0
     url_requests: int = 0
+    finished: int = 0
     durations: list[float] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        return self.list_requests + self.direct_requests + self.url_requests
 
 
 class Poller:
@@ -71,6 +86,9 @@ class Poller:
         self._changed = asyncio.Event()
         self._stopped = False
         self._typical_s: float | None = None
+        self._rate: float = 0.0  # jobs finished per second (slow-moving average)
+        self._tick_requests: float = 1.0  # requests per tick (slow-moving average)
+        self._last_tick: float | None = None
         self.stats = PollStats()
         self.error: BaseException | None = None
 
@@ -111,8 +129,18 @@ class Poller:
     def interval(self) -> float:
         policy = self._policy
         if self._typical_s is None:
-            return policy.initial_interval_s
+            # Nothing finished yet: the first tick comes after `initial_interval_s`; from then
+            # on a tenth of the oldest job's age (it takes at least as long as it has run).
+            if self.stats.ticks == 0:
+                return policy.initial_interval_s
+            oldest = min((w.started for w in self._watches.values()), default=self._clock())
+            wanted = (self._clock() - oldest) * policy.fraction_of_job
+            return min(policy.initial_interval_s, max(policy.min_interval_s, wanted))
         wanted = self._typical_s * policy.fraction_of_job
+        if self._rate > 0:
+            # The pace at which a tick's requests are shared by `requests_per_job` jobs.
+            affordable = self._tick_requests / (policy.requests_per_job * self._rate)
+            wanted = min(wanted, affordable)
         return min(policy.max_interval_s, max(policy.min_interval_s, wanted))
 
     async def run(self) -> None:
@@ -149,6 +177,19 @@ class Poller:
             self._changed.clear()
 
     async def _tick(self) -> None:
+        before = self.stats.requests
+        finished_before = self.stats.finished
+        try:
+            await self._poll_once()
+        finally:
+            now = self._clock()
+            self._tick_requests = 0.8 * self._tick_requests + 0.2 * (self.stats.requests - before)
+            if self._last_tick is not None and now > self._last_tick:
+                rate = (self.stats.finished - finished_before) / (now - self._last_tick)
+                self._rate = 0.8 * self._rate + 0.2 * rate
+            self._last_tick = now
+
+    async def _poll_once(self) -> None:
         self.stats.ticks += 1
         tick = self.stats.ticks
         seen: dict[str, JobView] = {}
@@ -178,6 +219,7 @@ class Poller:
             self.stats.url_requests += -(-len(wanted) // 200)
         for job in finished:
             watch = self._watches.pop(job.job_id)
+            self.stats.finished += 1
             self._learn(self._clock() - watch.started)
             if not watch.future.done():
                 mine = {a: urls[a] for a in job.asset_ids if a in urls}
@@ -185,17 +227,27 @@ class Poller:
 
     async def _read_list(self, seen: dict[str, JobView]) -> None:
         newest: dt.datetime | None = None
+        newest_text = ""  # API dates share one fixed-width UTC format: text order is time order
         cursor = self._cursor
+        listed = 0
         async for job in self._client.list_jobs(
             updated_after=format_time(cursor) if cursor else None, job_type="custom"
         ):
-            updated = parse_time(job.updated_at)
-            newest = updated if newest is None or updated > newest else newest
+            listed += 1
+            text = job.updated_at
+            if len(text) == _ISO_MS_LEN and text.endswith("Z"):
+                newest_text = max(newest_text, text)
+            else:
+                updated = parse_time(text)
+                newest = updated if newest is None or updated > newest else newest
             if job.job_id in self._watches and job.job_id not in seen:
                 seen[job.job_id] = job  # newest first: the first sighting is the latest
-        self.stats.list_requests += 1
+        self.stats.list_requests += 1 + listed // _PAGE_SIZE
+        if newest_text:
+            parsed = parse_time(newest_text)
+            newest = parsed if newest is None or parsed > newest else newest
         if newest is not None:
-            moved = newest - dt.timedelta(seconds=self._policy.overlap_s)
+            moved = newest - dt.timedelta(seconds=self._policy.settle_s)
             if cursor is None or moved > cursor:
                 self._cursor = moved
 

@@ -1,0 +1,96 @@
+"""One configuration: N jobs of latency L at concurrency C, through both clients."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.clients import ClientResult, run_client
+from bench.simproc import SimProcess, SimStats
+from bench.workload import write_bulk_manifest
+
+JITTER = 0.05  # low jitter: wall time close to N x L / C is then reachable
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    name: str
+    jobs: int
+    latency_s: float
+    concurrency: int
+
+    @property
+    def ideal_s(self) -> float:
+        """Little's law: N jobs of mean latency L, C at a time."""
+        return self.jobs * self.latency_s / self.concurrency
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One client's figures on one configuration."""
+
+    config: Config
+    client: ClientResult
+    sim: SimStats
+    sim_cpu_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.client.error is None and self.client.succeeded == self.config.jobs
+
+    @property
+    def wall_ratio(self) -> float:
+        return self.client.wall_s / self.config.ideal_s
+
+    def per_job(self, *kinds: str) -> float:
+        return self.sim.count(*kinds) / self.config.jobs
+
+    @property
+    def requests_per_job(self) -> float:
+        return self.sim.api_requests / self.config.jobs
+
+    @property
+    def cpu_ms_per_job(self) -> float:
+        return 1000 * self.client.cpu_s / self.config.jobs
+
+    @property
+    def sim_busy(self) -> float:
+        """The simulator's CPU seconds per wall second (1.0: one core saturated)."""
+        return self.sim_cpu_s / self.client.wall_s
+
+    def added_latency(self) -> tuple[float, float]:
+        """Mean (seconds, fraction of the job's own duration) from the job's end in the
+        simulator to its file on disk."""
+        added, fractions = [], []
+        for job_id, done in self.client.done.items():
+            created, duration = self.sim.jobs[job_id]
+            extra = done - (created + duration)
+            added.append(extra)
+            fractions.append(extra / duration)
+        if not added:
+            return float("nan"), float("nan")
+        return statistics.fmean(added), statistics.fmean(fractions)
+
+
+def run_config(config: Config, kind: str, workdir: Path | None = None) -> Outcome:
+    """Run one client against a fresh simulator process on a fresh workload."""
+    root = Path(tempfile.mkdtemp(prefix=f"bench-{config.name}-{kind}-", dir=workdir))
+    try:
+        manifest = write_bulk_manifest(root, config.jobs)
+        knobs = {"job_latency_s": config.latency_s, "job_latency_jitter": JITTER, "seed": 1}
+        with SimProcess(**knobs) as sim:
+            cpu0 = sim.stats().cpu_s
+            result = run_client(kind, sim.base_url, manifest, root / "out", config.concurrency)
+            stats = sim.stats()
+        return Outcome(config, result, stats, stats.cpu_s - cpu0)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def pause() -> None:
+    """Let the previous processes' sockets and pages settle between runs."""
+    time.sleep(0.5)

@@ -1,0 +1,258 @@
+"""`python -m bench.run [--quick] [--only c16,c64,c256,sim,scale,inflight] [--json PATH]`
+
+Runs every configuration against the simulator in its own process, prints the tables and
+the targets as markdown (paste into bench/RESULTS.md), and optionally writes raw figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import scale, simalone
+from bench.measure import Config, Outcome, pause, run_config
+
+SECTIONS = ("sim", "c16", "c64", "c256", "scale", "inflight")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    jobs: int
+    latency_s: float
+    concurrencies: tuple[int, ...]
+    manifest: tuple[int, int]  # images x prompts
+    ledger_items: int
+    inflight: Config
+    sim_jobs: int
+    sdk_jobs_c16: int  # the SDK pattern at C=16 on fewer jobs: on 2,000 it alone takes 6 min
+
+
+FULL = Plan(
+    2000, 2.0, (16, 64, 256), (1000, 100), 100_000, Config("inflight", 3000, 5.0, 1000), 2000, 1000
+)
+QUICK = Plan(
+    200, 1.0, (16, 64, 256), (100, 100), 10_000, Config("inflight", 600, 2.0, 200), 500, 200
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    passed: bool
+    detail: str
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def outcome_row(o: Outcome) -> str:
+    added_s, added_frac = o.added_latency()
+    c = o.client
+    status = "ok" if o.ok else f"FAILED {c.succeeded}/{o.config.jobs} {c.error or ''}"
+    return (
+        f"| {o.config.name} | {c.kind} | {_fmt(c.wall_s, 1)} | {_fmt(o.config.ideal_s, 1)} "
+        f"| {_fmt(o.wall_ratio, 3)} | {_fmt(o.requests_per_job)} | {_fmt(o.per_job('upload'))} "
+        f"| {_fmt(o.per_job('submit'))} | {_fmt(o.per_job('poll'))} | {_fmt(o.per_job('urls'))} "
+        f"| {_fmt(o.cpu_ms_per_job)} | {_fmt(c.peak_rss_mb, 0)} | {_fmt(1000 * added_s, 0)} "
+        f"({_fmt(100 * added_frac, 1)}%) | {_fmt(o.sim_busy)} | {_fmt(c.report_s, 1)} | {status} |"
+    )
+
+
+OUTCOME_HEADER = (
+    "| config | client | wall s | ideal s | wall/ideal | API req/job | uploads/job "
+    "| submits/job | polls/job | URL lookups/job | client CPU ms/job (= s per 1,000) "
+    "| peak RSS MB | added latency ms (% of job) | sim CPU busy | report.html s | status |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def compare_row(ours: Outcome, sdk: Outcome) -> str:
+    # wall/ideal, so that a run on fewer jobs compares fairly
+    return (
+        f"| {ours.config.name} | {_fmt(sdk.wall_ratio / ours.wall_ratio)}x "
+        f"| {_fmt(sdk.requests_per_job / ours.requests_per_job)}x "
+        f"| {_fmt(sdk.client.cpu_s / max(ours.client.cpu_s, 1e-9))}x |"
+    )
+
+
+def targets(
+    outcomes: dict[tuple[str, str], Outcome], timed: dict[str, scale.Timed]
+) -> list[Target]:
+    found: list[Target] = []
+    top = outcomes.get(("c256", "pipeline"))
+    if top is not None:
+        found.append(
+            Target(
+                "wall within 5% of N·L/C at C=256",
+                top.ok and top.wall_ratio <= 1.05,
+                f"ratio {top.wall_ratio:.3f}",
+            )
+        )
+    for (name, kind), o in sorted(outcomes.items()):
+        if kind != "pipeline" or name == "inflight":
+            continue
+        _, frac = o.added_latency()
+        found.append(
+            Target(
+                f"{name}: <= 2.5 API requests/job with < 10% added latency",
+                o.ok and o.requests_per_job <= 2.5 and frac < 0.10,
+                f"{o.requests_per_job:.2f} req/job, +{100 * frac:.1f}%",
+            )
+        )
+        found.append(
+            Target(
+                f"{name}: < 2 ms client CPU per job",
+                o.cpu_ms_per_job < 2.0,
+                f"{o.cpu_ms_per_job:.2f} ms",
+            )
+        )
+        sdk = outcomes.get((name, "sdk"))
+        if sdk is not None:
+            ahead = (
+                o.client.wall_s < sdk.client.wall_s and o.requests_per_job < sdk.requests_per_job
+            )
+            found.append(
+                Target(
+                    f"{name}: ahead of the SDK pattern (wall and requests)",
+                    o.ok and ahead,
+                    f"wall {o.client.wall_s:.1f} vs {sdk.client.wall_s:.1f} s, "
+                    f"req/job {o.requests_per_job:.2f} vs {sdk.requests_per_job:.2f}",
+                )
+            )
+    if "validate" in timed:
+        t = timed["validate"]
+        found.append(
+            Target(f"validate {t.count:,} items in < 5 s", t.seconds < 5, f"{t.seconds:.2f} s")
+        )
+        found.append(
+            Target(
+                f"peak RSS < 300 MB for {t.count:,} items",
+                t.peak_rss_mb < 300,
+                f"{t.peak_rss_mb:.0f} MB (interpreter and imports: {t.base_rss_mb:.0f} MB)",
+            )
+        )
+    if "ledger" in timed:
+        t = timed["ledger"]
+        found.append(
+            Target(f"load a {t.count:,}-entry ledger in < 2 s", t.seconds < 2, f"{t.seconds:.2f} s")
+        )
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small N: a check, not a measure")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--clients", default="pipeline,sdk", help="pipeline,sdk (default both)")
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    unknown = only - set(SECTIONS)
+    if unknown:
+        parser.error(f"--only: unknown {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    clients = args.clients.split(",")
+    started = time.perf_counter()
+    print(
+        f"# scenario-batch benchmark ({'quick' if args.quick else 'full'}), "
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}\n",
+        flush=True,
+    )
+    raw: dict[str, Any] = {}
+
+    if "sim" in only:
+        capacity = simalone.measure(n=plan.sim_jobs)
+        raw["sim"] = asdict(capacity)
+        print("## The simulator alone (bare aiohttp client, 256 connections)\n")
+        print("| request | per second |\n|---|---|")
+        for kind, rate in capacity.rates.items():
+            print(f"| {kind} | {rate:,.0f} |")
+        print(
+            f"\nJobs per second it can carry (upload + submit + download + share of list "
+            f"and get-bulk): {capacity.jobs_per_s:,.0f}; simulator CPU {capacity.cpu_s:.1f} s "
+            f"in {capacity.wall_s:.1f} s.\n",
+            flush=True,
+        )
+
+    outcomes: dict[tuple[str, str], Outcome] = {}
+    configs = [Config(f"c{c}", plan.jobs, plan.latency_s, c) for c in plan.concurrencies]
+    configs = [c for c in configs if c.name in only]
+    if "inflight" in only:
+        configs.append(plan.inflight)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for config in configs:
+            kinds = ["pipeline"] if config.name == "inflight" else clients
+            for kind in kinds:
+                if kind == "sdk" and config.concurrency == 16:
+                    config = Config(config.name, plan.sdk_jobs_c16, config.latency_s, 16)
+                outcome = run_config(config, kind, Path(tmp))
+                outcomes[(config.name, kind)] = outcome
+                print(f"<!-- {config.name} {kind}: {outcome.client.wall_s:.1f} s -->", flush=True)
+                pause()
+        if outcomes:
+            print(
+                f"\n## Runs (N jobs, L = {plan.latency_s} s mean, jitter ±5%, "
+                f"inflight: N={plan.inflight.jobs}, L={plan.inflight.latency_s} s, "
+                f"C={plan.inflight.concurrency})\n"
+            )
+            print(OUTCOME_HEADER)
+            for outcome in outcomes.values():
+                print(outcome_row(outcome))
+            pairs = [
+                (o, outcomes[(n, "sdk")])
+                for (n, k), o in outcomes.items()
+                if k == "pipeline" and (n, "sdk") in outcomes
+            ]
+            if pairs:
+                print("\n| config | SDK wall / ours | SDK requests / ours | SDK CPU / ours |")
+                print("|---|---|---|---|")
+                for ours, sdk in pairs:
+                    print(compare_row(ours, sdk))
+        timed: dict[str, scale.Timed] = {}
+        if "scale" in only:
+            images, prompts = plan.manifest
+            timed["validate"] = scale.manifest_validate(Path(tmp) / "m", images, prompts)
+            timed["ledger"] = scale.ledger_load(Path(tmp) / "l", plan.ledger_items)
+            print("\n## Scale\n\n| what | count | seconds | peak RSS MB | RSS before MB |")
+            print("|---|---|---|---|---|")
+            for t in timed.values():
+                print(
+                    f"| {t.what} | {t.count:,} | {t.seconds:.2f} | {t.peak_rss_mb:.0f} "
+                    f"| {t.base_rss_mb:.0f} |"
+                )
+    found = targets(outcomes, timed)
+    if found:
+        print("\n## Targets\n\n| target | result | figure |\n|---|---|---|")
+        for target in found:
+            verdict = "pass" if target.passed else "MISS"
+            print(f"| {target.name} | {verdict} | {target.detail} |")
+    print(f"\nSDK at C=16 ran {plan.sdk_jobs_c16} jobs (wall compared as wall/ideal).")
+    print(f"\nBenchmark time: {time.perf_counter() - started:.0f} s")
+    if args.json:
+        raw["outcomes"] = {
+            f"{n}/{k}": {
+                **asdict(o.client),
+                "done": len(o.client.done),
+                "sim_requests": o.sim.requests,
+                "sim_cpu_s": o.sim_cpu_s,
+            }
+            for (n, k), o in outcomes.items()
+        }
+        raw["scale"] = {k: asdict(v) for k, v in timed.items()}
+        args.json.write_text(json.dumps(raw, indent=2))
+    failed_runs = [o for o in outcomes.values() if not o.ok]
+    return 1 if failed_runs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The simulator alone: how many requests of each kind it serves per second on this machine,
+with a bare aiohttp client (no product code), so a run's pace can be checked against it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bench.clients import API_KEY, API_SECRET
+from bench.simproc import SimProcess
+from bench.workload import PROMPT, tiny_png
+
+MODEL = "model_flux-kontext-editing"
+
+
+@dataclass(slots=True)
+class SimCapacity:
+    rates: dict[str, float]  # requests per second, by kind
+    jobs_per_s: float  # upload + submit + download + 1/50 list page + 1/100 get-bulk per job
+    cpu_s: float  # simulator CPU during the measurement
+    wall_s: float
+
+
+async def _blast(
+    count: int, concurrency: int, call: Callable[[int], Awaitable[Any]]
+) -> tuple[float, list[Any]]:
+    limit = asyncio.Semaphore(concurrency)
+    results: list[Any] = [None] * count
+
+    async def one(index: int) -> None:
+        async with limit:
+            results[index] = await call(index)
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for index in range(count):
+            group.create_task(one(index))
+    return count / (time.perf_counter() - started), results
+
+
+async def _measure(base: str, n: int, concurrency: int, latency_s: float) -> dict[str, float]:
+    auth = aiohttp.BasicAuth(API_KEY, API_SECRET)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(auth=auth, connector=connector) as http:
+
+        async def post(path: str, body: Any) -> Any:
+            async with http.post(base + path, json=body) as response:
+                response.raise_for_status()
+                return await response.json()
+
+        async def upload(i: int) -> str:
+            image = "data:image/png;base64," + base64.b64encode(tiny_png(i)).decode()
+            return str((await post("/assets", {"image": image, "name": f"{i}.png"}))["asset"]["id"])
+
+        rates: dict[str, float] = {}
+        rates["upload"], assets = await _blast(n, concurrency, upload)
+
+        async def submit(i: int) -> str:
+            body = {"prompt": PROMPT, "referenceImages": [assets[i]]}
+            return str((await post(f"/generate/custom/{MODEL}", body))["job"]["jobId"])
+
+        rates["submit"], jobs = await _blast(n, concurrency, submit)
+        await asyncio.sleep(latency_s * 1.3)
+
+        async def page(i: int) -> int:
+            query = {"type": "custom", "pageSize": "100"}
+            async with http.get(base + "/jobs", params=query) as response:
+                response.raise_for_status()
+                return len((await response.json())["jobs"])
+
+        rates["list page"], _ = await _blast(max(10, n // 50), 8, page)
+
+        async def get_job(i: int) -> list[str]:
+            async with http.get(f"{base}/jobs/{jobs[i]}") as response:
+                response.raise_for_status()
+                return list((await response.json())["job"]["metadata"].get("assetIds", []))
+
+        rates["get job"], outputs = await _blast(n, concurrency, get_job)
+        asset_ids = [a for ids in outputs for a in ids]
+        chunks = [asset_ids[i : i + 100] for i in range(0, len(asset_ids), 100)]
+
+        async def bulk(i: int) -> list[str]:
+            body = await post("/assets/get-bulk", {"assetIds": chunks[i]})
+            return [str(a["url"]) for a in body["assets"]]
+
+        rates["get-bulk(100)"], found = await _blast(len(chunks), 8, bulk)
+        urls = [u for chunk in found for u in chunk]
+
+        async def download(i: int) -> int:
+            async with http.get(urls[i]) as response:
+                response.raise_for_status()
+                return len(await response.read())
+
+        rates["cdn download"], _ = await _blast(len(urls), concurrency, download)
+    return rates
+
+
+def measure(n: int = 2000, concurrency: int = 256, latency_s: float = 1.0) -> SimCapacity:
+    with SimProcess(job_latency_s=latency_s, record_requests=False) as sim:
+        cpu0 = sim.stats().cpu_s
+        started = time.perf_counter()
+        rates = asyncio.run(_measure(sim.base_url, n, concurrency, latency_s))
+        wall = time.perf_counter() - started
+        cpu = sim.stats().cpu_s - cpu0
+    per_job = (
+        1 / rates["upload"]
+        + 1 / rates["submit"]
+        + 1 / rates["cdn download"]
+        + 1 / (50 * rates["list page"])
+        + 1 / (100 * rates["get-bulk(100)"])
+    )
+    return SimCapacity(rates, 1 / per_job, cpu, wall)

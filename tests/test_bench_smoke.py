@@ -1,0 +1,29 @@
+"""The benchmark machinery on a handful of jobs, so that `bench/` does not rot (no targets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.measure import Config, run_config
+from bench.scale import ledger_load, manifest_validate
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+
+@pytest.mark.parametrize("kind", ["pipeline", "sdk"])
+def test_bench_runs_both_clients(kind: str, tmp_path: Path) -> None:
+    """Each client finishes every job against the simulator process; figures are filled in."""
+    outcome = run_config(Config("smoke", 4, 0.2, 4), kind, tmp_path)
+    assert outcome.ok, outcome.client.error
+    assert outcome.sim.count("upload") == 4 and outcome.sim.count("submit") == 4
+    assert len(outcome.client.done) == 4 and outcome.client.cpu_s > 0
+    added_s, _ = outcome.added_latency()
+    assert added_s >= 0
+
+
+def test_bench_scale_figures(tmp_path: Path) -> None:
+    """The scale helpers validate a bulk manifest and replay a synthetic ledger in a child."""
+    assert manifest_validate(tmp_path / "m", 5, 2).count == 10
+    assert ledger_load(tmp_path / "l", 20).count == 20
