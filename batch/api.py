@@ -30,6 +30,7 @@ from tenacity import (
 from batch.errors import (
     AmbiguousSubmitError,
     ApiError,
+    BatchError,
     CredentialsError,
     OutageError,
     ParallelJobsLimitError,
@@ -285,14 +286,26 @@ class ScenarioClient:
             answer = await self._send_once(
                 method, path, json=json, params=params, billable=billable
             )
-        except (CredentialsError, PermanentApiError, RateLimitedError):
+        except (CredentialsError, PermanentApiError, RateLimitedError) as exc:
             self.health.succeeded()  # the API is up: it answered, if only to refuse
+            self._scrub(exc)
             raise
-        except TransientApiError:
+        except TransientApiError as exc:
             self.health.failed()
+            self._scrub(exc)
             raise
         self.health.succeeded()
         return answer
+
+    def _scrub(self, error: BatchError) -> None:
+        """Error text comes from the server and ends up in the ledger and logs: a server
+        that echoed our credentials back must not get them written anywhere."""
+        text = str(error)
+        for secret in self._settings.secrets():
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        if text != str(error):
+            error.args = (text,)
 
     async def _probe(self) -> None:
         await self._send("GET", "/jobs", params={"pageSize": "1"}, probing=True)

@@ -166,8 +166,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest)
     settings = ApiSettings.from_env(os.environ, project_id=manifest.project_id)
-    if args.max_rps:
-        settings = _replace_settings(settings, max_rps=args.max_rps)
+    settings = _replace_settings(settings, max_rps=args.max_rps, outage_grace_s=args.outage_grace)
     out_dir = args.out or manifest.output
     if out_dir is None:
         raise UsageError(f"{args.manifest}: no output directory: give --out or `output:`")

@@ -628,3 +628,39 @@ def test_fuzz_yaml_features_only_raise_manifest_error(tmp_path: Path, text: str)
     path.write_text(text, encoding="utf-8")
     with contextlib.suppress(ManifestError):
         load_manifest(path, check_files=False)
+
+
+async def test_server_echoing_credentials_does_not_get_them_recorded(tmp_path: Path) -> None:
+    """An API error message that echoes the credentials is scrubbed before anyone sees it."""
+    from aiohttp import web
+
+    from batch.api import ScenarioClient
+    from batch.errors import PermanentApiError
+    from batch.settings import ApiSettings
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"message": f"bad header {request.headers.get('Authorization')} for {SENTINEL_KEY}"},
+            status=400,
+        )
+
+    app = web.Application()
+    app.router.add_get("/v1/jobs/{job}", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    settings = ApiSettings(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key=SENTINEL_KEY, api_secret=SENTINEL_SECRET
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = ScenarioClient(session, settings)
+            with pytest.raises(PermanentApiError) as caught:
+                await client.get_job("job_x")
+    finally:
+        await runner.cleanup()
+    text = str(caught.value)
+    assert "[redacted]" in text
+    assert all(secret not in text for secret in settings.secrets())
