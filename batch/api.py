@@ -302,7 +302,7 @@ class ScenarioClient:
         that echoed our credentials back must not get them written anywhere."""
         text = str(error)
         for secret in self._settings.secrets():
-            if secret:
+            if len(secret) >= 4:  # shorter ones (test values) would shred any message
                 text = text.replace(secret, "[redacted]")
         if text != str(error):
             error.args = (text,)

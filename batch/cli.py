@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--max-rps", type=_positive_float, help="cap on API requests per second")
     run.add_argument(
+        "--outage-grace",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="how long an API that fails every call is probed before the run stops, "
+        "resumable (default 600)",
+    )
+    run.add_argument(
         "--dry-run",
         action="store_true",
         help="print what the remaining items would cost; submit nothing",
@@ -166,7 +173,10 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest)
     settings = ApiSettings.from_env(os.environ, project_id=manifest.project_id)
-    settings = _replace_settings(settings, max_rps=args.max_rps, outage_grace_s=args.outage_grace)
+    if args.max_rps:
+        settings = _replace_settings(settings, max_rps=args.max_rps)
+    if args.outage_grace:
+        settings = _replace_settings(settings, outage_grace_s=args.outage_grace)
     out_dir = args.out or manifest.output
     if out_dir is None:
         raise UsageError(f"{args.manifest}: no output directory: give --out or `output:`")
