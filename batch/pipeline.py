@@ -122,6 +122,11 @@ class Run:
         self.references = References(client, session, state.assets, writer.append)
         self.reconciler = Reconciler(client, self._is_claimed)
         self.downloads = asyncio.Semaphore(options.download_parallel)
+        # A job slot covers the job only (bench/RESULTS.md): references are uploaded ahead
+        # of it, and the slot is handed back once the job is final, before the download.
+        self._finishing = asyncio.Semaphore(options.concurrency)  # items past their job
+        self._slot_returned: set[str] = set()
+        self._prefetching = asyncio.Semaphore(max(1, min(options.concurrency, 64)))
         self.summary = RunSummary()
         self._claimed: set[str] = {
             job_id for record in _every_record(state) for job_id in record.job_ids
@@ -180,11 +185,17 @@ class Run:
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        for item, record in todo:
+        ahead = 0  # todo[:ahead] have had their references prefetched
+        for index, (item, record) in enumerate(todo):
             resumable = record is not None and record.state in ("submitted", "submitting")
             if self._stop_submitting and not resumable:
                 self.summary.unfinished += 1
                 continue
+            while ahead < min(len(todo), index + self.slots.limit + 1):
+                nxt, nxt_record = todo[ahead]
+                if nxt_record is None or nxt_record.state in ("planned", "failed"):
+                    group.create_task(self._prefetch(nxt), name=f"refs:{nxt.id}")
+                ahead += 1
             await self.slots.acquire()  # before the task exists: bounded live tasks
             self._active += 1
             self._idle.clear()
@@ -216,7 +227,11 @@ class Run:
             self.summary.unfinished += 1
             self.progress.item_finished(ok=False)
         finally:
-            await self.slots.release()
+            if item.id in self._slot_returned:
+                self._slot_returned.discard(item.id)
+                self._finishing.release()
+            else:
+                await self.slots.release()
             self._active -= 1
             if self._active == 0:
                 self._idle.set()
@@ -240,6 +255,7 @@ class Run:
                 attempts += 1
             job, urls = await self._wait_for_job(item, job_id, since)
             if job.status == "success":
+                await self._return_slot(item)
                 await self._download(item, job, urls)
                 return
             reason = job.error or f"job ended with status {job.status}"
@@ -249,6 +265,19 @@ class Run:
             log.info("%s: job %s ended %s (%s); trying again", item.id, job_id, job.status, reason)
             await self._record(item, state="planned", error=reason, hint=job.hint)
             job_id = None
+
+    async def _prefetch(self, item: Item) -> None:
+        """Upload an upcoming item's references while the slots are busy with jobs.
+        Errors are left for the item's own task, which asks again and handles them."""
+        async with self._prefetching:
+            with contextlib.suppress(Exception):
+                await self.references.asset_ids(item)
+
+    async def _return_slot(self, item: Item) -> None:
+        """The job is done: its slot may start another job while this item downloads."""
+        await self._finishing.acquire()  # at most `concurrency` items downloading
+        self._slot_returned.add(item.id)
+        await self.slots.release()
 
     async def _resume_submitting(self, item: Item, record: ItemRecord) -> tuple[str | None, str]:
         """A previous run died between writing `submitting` and learning the job id."""

@@ -44,7 +44,13 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: a spawned child's ru_maxrss also
+    counts the parent's pages from before the exec."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -161,7 +167,7 @@ def _child(kind: str, args: tuple[Any, ...], conn: Any) -> None:
         result = asyncio.run(runner(*args))
     except BaseException as exc:  # the parent reports it; the child must not hang
         result = ClientResult(kind, error=f"{type(exc).__name__}: {exc}")
-    result.peak_rss_mb = _peak_rss_mb()
+    result.peak_rss_mb = peak_rss_mb()
     conn.send(asdict(result))
 
 

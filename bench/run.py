@@ -118,14 +118,12 @@ def targets(
         )
         sdk = outcomes.get((name, "sdk"))
         if sdk is not None:
-            ahead = (
-                o.client.wall_s < sdk.client.wall_s and o.requests_per_job < sdk.requests_per_job
-            )
+            ahead = o.wall_ratio < sdk.wall_ratio and o.requests_per_job < sdk.requests_per_job
             found.append(
                 Target(
                     f"{name}: ahead of the SDK pattern (wall and requests)",
                     o.ok and ahead,
-                    f"wall {o.client.wall_s:.1f} vs {sdk.client.wall_s:.1f} s, "
+                    f"wall/ideal {o.wall_ratio:.2f} vs {sdk.wall_ratio:.2f}, "
                     f"req/job {o.requests_per_job:.2f} vs {sdk.requests_per_job:.2f}",
                 )
             )

@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.clients import peak_rss_mb
 from bench.workload import write_bulk_manifest
 
 
@@ -25,7 +25,7 @@ class Timed:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mb()
 
 
 def _validate(path: Path, conn: Any) -> None:
@@ -69,10 +69,11 @@ def write_ledger(directory: Path, items: int, images: int = 1000) -> int:
     succeeded (with its file); plus the uploads of the shared images. Returns its size."""
     directory.mkdir(parents=True, exist_ok=True)
     ts = "2026-11-25T18:00:00.000Z"
-    lines: list[str] = []
+    path = directory / "ledger.jsonl"
+    handle = path.open("w")
 
     def add(record: dict[str, Any]) -> None:
-        lines.append(json.dumps({"ts": ts, **record}, separators=(",", ":")))
+        handle.write(json.dumps({"ts": ts, **record}, separators=(",", ":")) + "\n")
 
     add({"type": "run", "event": "start", "manifest": "manifest.yaml", "items": items})
     for index in range(images):
@@ -113,8 +114,7 @@ def write_ledger(directory: Path, items: int, images: int = 1000) -> int:
             }
         )
     add({"type": "run", "event": "end", "succeeded": items, "failed": 0, "unfinished": 0})
-    path = directory / "ledger.jsonl"
-    path.write_text("\n".join(lines) + "\n")
+    handle.close()
     return path.stat().st_size
 
 
