@@ -260,11 +260,20 @@ class ScenarioClient:
         return await self._retry(once)
 
     async def _retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        # Most calls succeed at once: only a failed first try pays for a retry loop.
+        try:
+            return await call()
+        except TransientApiError as error:
+            if not _is_retryable(error) or self._settings.retry.attempts < 2:
+                raise
+            first_wait = _RetryAfterOrFullJitter(self._settings.retry).wait_for(error, 1)
+            log.debug("retrying after %s (attempt 1, wait %.2fs)", error, first_wait)
+        await asyncio.sleep(first_wait)
         policy = self._settings.retry
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_retryable),
-            wait=_RetryAfterOrFullJitter(policy),
-            stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.total_s),
+            wait=_RetryAfterOrFullJitter(policy, attempts_before=1),
+            stop=stop_after_attempt(policy.attempts - 1) | stop_after_delay(policy.total_s),
             before_sleep=_log_retry,
             reraise=True,
         )
@@ -364,14 +373,16 @@ class ScenarioClient:
 class _RetryAfterOrFullJitter:
     """Full-jitter exponential backoff; a server's Retry-After (capped) wins when given."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, *, attempts_before: int = 0) -> None:
         self._policy = policy
+        self._attempts_before = attempts_before  # tries made before tenacity took over
 
     def __call__(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        ceiling = min(
-            self._policy.max_wait_s, self._policy.initial_wait_s * 2 ** (state.attempt_number - 1)
-        )
+        return self.wait_for(error, state.attempt_number + self._attempts_before)
+
+    def wait_for(self, error: BaseException | None, attempt: int) -> float:
+        ceiling = min(self._policy.max_wait_s, self._policy.initial_wait_s * 2 ** (attempt - 1))
         jitter = random.uniform(0, ceiling)
         if isinstance(error, TransientApiError) and error.retry_after is not None:
             return min(self._policy.max_wait_s, error.retry_after) + jitter * 0.1

@@ -107,20 +107,30 @@ async def _fetch_once(
                         raise DownloadError(f"output of {stem} exceeds {MAX_OUTPUT_BYTES} bytes")
                     digest.update(chunk)
                     await handle.write(chunk)
-                await handle.flush()
-                await asyncio.to_thread(os.fsync, handle.fileno())
             if expected is not None and size != expected:
                 raise _Retry(f"body was {size} bytes, Content-Length said {expected}")
-        extension = await asyncio.to_thread(_image_extension, temp)
-        final = directory / f"{stem}.{extension}"
-        os.replace(temp, final)  # replaces a planted symlink itself, never its target
-        fsync_directory(directory)
+        # One trip to a worker thread for all the blocking file work: the event loop
+        # keeps serving the other jobs meanwhile.
+        final = await asyncio.to_thread(_settle, temp, directory, stem)
         return Fetched(final, digest.hexdigest(), size)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Retry(f"{type(exc).__name__}: {exc}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+
+
+def _settle(temp: Path, directory: Path, stem: str) -> Path:
+    """Make the temp file durable, check it is an image, and rename it into place."""
+    fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    final = directory / f"{stem}.{_image_extension(temp)}"
+    os.replace(temp, final)  # replaces a planted symlink itself, never its target
+    fsync_directory(directory)
+    return final
 
 
 def _image_extension(path: Path) -> str:

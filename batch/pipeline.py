@@ -38,7 +38,7 @@ from batch.estimate import CostBook, Estimate, estimate_items
 from batch.ledger import DirectoryLock, ItemRecord, LedgerState, LedgerWriter, load_state, utc_now
 from batch.manifest import Item, Manifest
 from batch.outputs import fetch_output, remove_stale_temps
-from batch.poller import Poller, PollPolicy
+from batch.poller import Finished, Poller, PollPolicy
 from batch.progress import Progress, SilentProgress
 from batch.reconcile import Reconciler
 from batch.references import References
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_JOB_TIMEOUT_S = 30 * 60.0
+URL_WAIT_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,10 +254,11 @@ class Run:
             if job_id is None:
                 job_id, since = await self._submit(item)
                 attempts += 1
-            job, urls = await self._wait_for_job(item, job_id, since)
+            final = await self._wait_for_job(item, job_id, since)
+            job = final.job
             if job.status == "success":
                 await self._return_slot(item)
-                await self._download(item, job, urls)
+                await self._download(item, job, await _urls_of(final))
                 return
             reason = job.error or f"job ended with status {job.status}"
             if attempts > self.options.job_retries:
@@ -352,9 +354,7 @@ class Run:
             item, state="submitted", jobId=job.job_id, reconciled=True, cost=job.cost
         )
 
-    async def _wait_for_job(
-        self, item: Item, job_id: str, since: str
-    ) -> tuple[JobView, dict[str, str]]:
+    async def _wait_for_job(self, item: Item, job_id: str, since: str) -> Finished:
         self.waiting[job_id] = item  # left in place on cancellation, for --cancel-on-interrupt
         try:
             async with asyncio.timeout(self._job_timeout()):
@@ -368,7 +368,9 @@ class Run:
             timed_out = JobView(
                 job_id, "timeout", 0.0, since, utc_now(), error="timeout", hint=None
             )
-            return timed_out, {}
+            no_urls: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+            no_urls.set_result({})
+            return Finished(timed_out, no_urls)
         self.waiting.pop(job_id, None)
         return result
 
@@ -498,6 +500,15 @@ class Run:
 
     def _is_claimed(self, job_id: str) -> bool:
         return job_id in self._claimed
+
+
+async def _urls_of(final: Finished) -> dict[str, str]:
+    """The poller's batch of fresh URLs; if it is slow to come, downloads ask for their own."""
+    try:
+        async with asyncio.timeout(URL_WAIT_S):
+            return await asyncio.shield(final.urls)
+    except TimeoutError:
+        return {}
 
 
 def _decisive(group: BaseExceptionGroup[BaseException]) -> BaseException:

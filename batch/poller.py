@@ -47,12 +47,20 @@ class PollPolicy:
     requests_per_job: float = 0.25  # poll budget per finished job when polling faster
 
 
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A job that reached a final status, and its outputs' fresh URLs (which follow)."""
+
+    job: JobView
+    urls: asyncio.Future[dict[str, str]]
+
+
 @dataclass(slots=True)
 class _Watch:
     job_id: str
     since: dt.datetime
     started: float
-    future: asyncio.Future[tuple[JobView, dict[str, str]]]
+    future: asyncio.Future[Finished]
     last_seen_tick: int = 0
 
 
@@ -92,13 +100,11 @@ class Poller:
         self.stats = PollStats()
         self.error: BaseException | None = None
 
-    async def wait_for(self, job_id: str, since: str) -> tuple[JobView, dict[str, str]]:
+    async def wait_for(self, job_id: str, since: str) -> Finished:
         """Wait until the job is final; returns it with fresh URLs of its outputs."""
         existing = self._watches.get(job_id)
         if existing is None:
-            future: asyncio.Future[tuple[JobView, dict[str, str]]] = (
-                asyncio.get_running_loop().create_future()
-            )
+            future: asyncio.Future[Finished] = asyncio.get_running_loop().create_future()
             existing = _Watch(job_id, parse_time(since), self._clock(), future)
             existing.last_seen_tick = self.stats.ticks
             self._watches[job_id] = existing
@@ -212,18 +218,40 @@ class Poller:
             if job_id in self._watches:
                 self._watches[job_id].last_seen_tick = tick
         finished = [job for job in seen.values() if job.is_final and job.job_id in self._watches]
-        urls: dict[str, str] = {}
-        wanted = [a for job in finished if job.status == "success" for a in job.asset_ids]
-        if wanted:
-            urls = await self._client.asset_urls(wanted)
-            self.stats.url_requests += -(-len(wanted) // 200)
+        # Waiters learn of the end at once (their job slot can start the next job); the
+        # fresh URLs follow from one get-bulk call for everyone who finished this tick.
+        loop = asyncio.get_running_loop()
+        pending: list[tuple[JobView, asyncio.Future[dict[str, str]]]] = []
         for job in finished:
             watch = self._watches.pop(job.job_id)
             self.stats.finished += 1
             self._learn(self._clock() - watch.started)
+            urls: asyncio.Future[dict[str, str]] = loop.create_future()
+            if job.status == "success" and job.asset_ids:
+                pending.append((job, urls))
+            else:
+                urls.set_result({})
             if not watch.future.done():
-                mine = {a: urls[a] for a in job.asset_ids if a in urls}
-                watch.future.set_result((job, mine))
+                watch.future.set_result(Finished(job, urls))
+        if pending:
+            await self._fetch_urls(pending)
+
+    async def _fetch_urls(
+        self, pending: list[tuple[JobView, asyncio.Future[dict[str, str]]]]
+    ) -> None:
+        """Fresh URLs for every output that finished this tick. On failure the downloads
+        ask for their own URLs (GET /assets/{id}), so an error here costs no result."""
+        found: dict[str, str] = {}
+        wanted = [asset for job, _ in pending for asset in job.asset_ids]
+        try:
+            found = await self._client.asset_urls(wanted)
+            self.stats.url_requests += -(-len(wanted) // 200)
+        except ApiError as exc:
+            log.warning("could not fetch output URLs this tick: %s", exc)
+        finally:
+            for job, urls in pending:
+                if not urls.done():
+                    urls.set_result({a: found[a] for a in job.asset_ids if a in found})
 
     async def _read_list(self, seen: dict[str, JobView]) -> None:
         newest: dt.datetime | None = None

@@ -19,10 +19,10 @@ import mimetypes
 import os
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
 
-import aiofiles
 import aiohttp
 from PIL import Image
 
@@ -98,13 +98,15 @@ class References:
         return asset_id
 
     async def _upload_file(self, path: str) -> str:
-        async with aiofiles.open(path, "rb") as handle:
-            data = await handle.read()
+        # Reading and hashing in one worker-thread trip keeps the event loop free.
+        data, digest = await asyncio.to_thread(_read_and_hash, path)
         content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        return await self._upload_bytes(data, os.path.basename(path), content_type)
+        return await self._upload_bytes(data, os.path.basename(path), content_type, digest)
 
-    async def _upload_bytes(self, data: bytes, name: str, content_type: str) -> str:
-        content_key = "sha256:" + hashlib.sha256(data).hexdigest()
+    async def _upload_bytes(
+        self, data: bytes, name: str, content_type: str, digest: str | None = None
+    ) -> str:
+        content_key = "sha256:" + (digest or hashlib.sha256(data).hexdigest())
         if content_key in self._known:
             return self._known[content_key]
         asset_id = await self._client.upload_image(data, name, content_type)
@@ -192,6 +194,11 @@ def _image_problem(data: bytes, max_pixels: int) -> str | None:
     if width * height > max_pixels:
         return f"must be at most {max_pixels:,} pixels, got {width}x{height}"
     return None
+
+
+def _read_and_hash(path: str) -> tuple[bytes, str]:
+    data = Path(path).read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def _file_key(path: str) -> str:
