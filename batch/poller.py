@@ -94,6 +94,7 @@ class Poller:
         self._changed = asyncio.Event()
         self._stopped = False
         self._typical_s: float | None = None
+        self._last_tick_s = 0.0
         self._rate: float = 0.0  # jobs finished per second (slow-moving average)
         self._tick_requests: float = 1.0  # requests per tick (slow-moving average)
         self._last_tick: float | None = None
@@ -157,9 +158,11 @@ class Poller:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=1.0)
                 continue
-            await self._sleep(self.interval)
+            # Ticks keep a steady cadence: the time a tick took counts against the next wait.
+            await self._sleep(max(0.0, self.interval - self._last_tick_s))
             if self._stopped:
                 break
+            started = self._clock()
             try:
                 await self._tick()
             except CredentialsError as exc:
@@ -170,6 +173,8 @@ class Poller:
                 self._fail_all(exc)
             except ApiError as exc:
                 log.warning("polling failed this tick, will try again: %s", exc)
+            finally:
+                self._last_tick_s = self._clock() - started
 
     async def _sleep(self, seconds: float) -> None:
         self._changed.clear()
