@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import multiprocessing
 from pathlib import Path
@@ -12,8 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batch import ledger as ledger_module
 from batch.errors import LockedError
-from batch.ledger import LEDGER_NAME, DirectoryLock, LedgerWriter, load_state
+from batch.ledger import (
+    LEDGER_NAME,
+    SNAPSHOT_NAME,
+    DirectoryLock,
+    ItemRecord,
+    LedgerState,
+    LedgerWriter,
+    OutputFile,
+    load_state,
+)
 
 
 def _records() -> list[dict[str, Any]]:
@@ -94,6 +105,335 @@ def test_any_prefix_loads_to_a_consistent_state(tmp_path_factory: Any, cut: int)
     assert {k: v.state for k, v in again.items.items()} == {
         k: v.state for k, v in state.items.items()
     }
+
+
+def _reference_replay(data: bytes) -> LedgerState:
+    """The replay as first written: json per line, every field probed in turn (the oracle)."""
+    state = LedgerState()
+    for raw in io.BytesIO(data):  # lines as a binary file yields them: split at b"\n" only
+        if not raw.endswith(b"\n"):
+            state.torn_lines += 1
+            break
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            state.torn_lines += 1
+            continue
+        ts = record.get("ts")
+        if isinstance(ts, str):
+            state.first_ts = state.first_ts or ts
+            state.last_ts = ts
+        kind = record.get("type")
+        if kind == "asset":
+            key, asset_id = record.get("key"), record.get("assetId")
+            if isinstance(key, str) and isinstance(asset_id, str):
+                state.assets[key] = asset_id
+        elif kind == "run" and record.get("event") == "start":
+            state.runs += 1
+        elif kind == "item":
+            item_id, fp = record.get("id"), record.get("fp")
+            if not isinstance(item_id, str) or not isinstance(fp, str):
+                continue
+            current = state.items.get(item_id)
+            if current is None or current.fp != fp:
+                if current is not None:
+                    state.superseded.setdefault(item_id, []).append(current)
+                older = state.superseded.get(item_id, [])
+                match = [i for i, r in enumerate(older) if r.fp == fp]
+                current = older.pop(match[0]) if match else ItemRecord(id=item_id, fp=fp)
+                state.items[item_id] = current
+            _reference_fold(current, record, ts)
+    return state
+
+
+def _reference_fold(item: ItemRecord, record: dict[str, Any], ts: Any) -> None:
+    if isinstance(ts, str):
+        item.first_ts = item.first_ts or ts
+        item.last_ts = ts
+    state = record.get("state")
+    if isinstance(state, str):
+        item.state = state
+    if state == "submitting":
+        item.attempts += 1
+        item.job_id = None
+        item.submitted_at = record.get("submittedAt") or ts
+        item.error = item.hint = None
+    if state == "submitted":
+        item.error = item.hint = None
+    if record.get("notCreated"):
+        item.attempts = max(0, item.attempts - 1)
+    job_id = record.get("jobId")
+    if isinstance(job_id, str):
+        item.job_id = job_id
+        if job_id not in item.job_ids:
+            item.job_ids.append(job_id)
+    if "assetIds" in record:
+        item.asset_ids = list(record["assetIds"])
+    if "files" in record:
+        item.files = [
+            OutputFile(f["path"], f["sha256"], int(f["size"]), f.get("assetId", ""))
+            for f in record["files"]
+        ]
+    if "cost" in record and record["cost"] is not None:
+        item.cost = float(record["cost"])
+        item.spent += float(record["cost"])
+    for name in ("error", "hint", "prompt"):
+        if name in record:
+            setattr(item, name, record[name])
+    if "references" in record:
+        item.references = list(record["references"])
+
+
+# Odd values on purpose: non-string ts and states, NaN and huge exponents (json accepts what
+# orjson refuses), lone surrogates, empty strings, integers at the 64-bit edge.
+_texts = st.sampled_from(["", "a", "b", "t1", "t2", "é", "\ud800", "2026-01-01T00:00:00Z"])
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    _texts,
+)
+_files = st.lists(
+    st.fixed_dictionaries(
+        {"path": _texts, "sha256": _texts, "size": st.integers(0, 2**40)},
+        optional={"assetId": _texts},
+    ),
+    max_size=2,
+)
+_item = st.fixed_dictionaries(
+    {
+        "type": st.just("item"),
+        "id": st.sampled_from(["a", "b", "c"]),
+        "fp": st.sampled_from(["f1", "f2"]),
+    },
+    optional={
+        "ts": st.one_of(_texts, _scalars),
+        "state": st.one_of(
+            st.sampled_from(["planned", "submitting", "submitted", "succeeded", "failed"]),
+            _scalars,
+        ),
+        "submittedAt": _scalars,
+        "notCreated": _scalars,
+        "jobId": st.one_of(st.sampled_from(["j1", "j2", "j3"]), _scalars),
+        "assetIds": st.lists(_texts, max_size=2),
+        "files": _files,
+        "cost": st.one_of(st.none(), st.integers(-10, 10), st.floats(allow_nan=True)),
+        "error": _scalars,
+        "hint": _scalars,
+        "prompt": _scalars,
+        "references": st.lists(_scalars, max_size=2),
+    },
+)
+_other = st.one_of(
+    st.fixed_dictionaries(
+        {"type": st.just("asset")}, optional={"key": _scalars, "assetId": _scalars, "ts": _texts}
+    ),
+    st.fixed_dictionaries({"type": st.just("run"), "event": st.sampled_from(["start", "end"])}),
+    st.fixed_dictionaries({"type": _scalars, "ts": _scalars}),
+)
+_garbage = st.sampled_from([b"", b"[1, 2]", b"{not json", b"\xff\xfe", b"\xef\xbb\xbf{}", b"  "])
+
+
+def _line(record_and_ascii: tuple[dict[str, Any], bool]) -> bytes:
+    # json.dumps as the writer does it: NaN and Infinity come out as bare words; with
+    # ensure_ascii a lone surrogate is an escape json reads and orjson refuses.
+    record, ascii_only = record_and_ascii
+    return json.dumps(record, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(
+        st.one_of(st.tuples(st.one_of(_item, _other), st.booleans()).map(_line), _garbage),
+        max_size=40,
+    ),
+    torn=st.binary(max_size=12),
+)
+def test_fast_replay_equals_a_plain_replay(
+    tmp_path_factory: Any, lines: list[bytes], torn: bytes
+) -> None:
+    """On random ledgers (odd values, bad lines, a torn tail), load_state equals a plain replay."""
+    directory = tmp_path_factory.mktemp("ledger")
+    data = b"".join(line + b"\n" for line in lines) + torn.replace(b"\n", b"")
+    (directory / LEDGER_NAME).write_bytes(data)
+    fast, plain = load_state(directory), _reference_replay(data)
+    # repr, not ==: NaN != NaN, and repr also tells 1 from 1.0 and True from 1.
+    assert repr(fast) == repr(plain)
+
+
+def test_replay_reads_large_ledgers_across_read_blocks(tmp_path: Path) -> None:
+    """Lines that straddle the 1 MiB read blocks load exactly as a plain replay does."""
+    records = [
+        {"type": "item", "id": f"i{n}", "fp": "f", "state": "planned", "prompt": "x" * (n % 997)}
+        for n in range(20_000)
+    ]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in records) + b'{"type": "it'
+    (tmp_path / LEDGER_NAME).write_bytes(data)
+    assert len(data) > 4 * (1 << 20)
+    assert repr(load_state(tmp_path)) == repr(_reference_replay(data))
+
+
+def _close_writer(directory: Path) -> None:
+    """Open and close a writer: what the end of a run does (it writes the snapshot)."""
+    writer = LedgerWriter(directory)
+    writer.open()
+    writer.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lines=st.lists(
+        st.one_of(st.tuples(st.one_of(_item, _other), st.booleans()).map(_line), _garbage),
+        min_size=1,
+        max_size=30,
+    ),
+    split=st.integers(min_value=0),
+    torn=st.binary(max_size=12),
+)
+def test_snapshot_plus_later_lines_equals_a_plain_replay(
+    tmp_path_factory: Any, lines: list[bytes], split: int, torn: bytes
+) -> None:
+    """A snapshot of the first lines, then more lines and a torn tail: a plain replay's state."""
+    directory = tmp_path_factory.mktemp("ledger")
+    cut = split % (len(lines) + 1)
+    head = b"".join(line + b"\n" for line in lines[:cut])
+    (directory / LEDGER_NAME).write_bytes(head)
+    _close_writer(directory)
+    assert (directory / SNAPSHOT_NAME).exists() == bool(head)
+    data = head + b"".join(line + b"\n" for line in lines[cut:]) + torn.replace(b"\n", b"")
+    (directory / LEDGER_NAME).write_bytes(data)
+    assert repr(load_state(directory)) == repr(_reference_replay(data))
+
+
+def _two_runs(directory: Path) -> bytes:
+    records = _records()
+    _write(directory, records[:6])  # the close writes a snapshot of these
+    return _write(directory, records[6:])
+
+
+def test_snapshot_is_used_for_the_lines_it_covers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a snapshot, only the lines written after it are decoded, and the state is exact."""
+    data = _two_runs(tmp_path)
+    (tmp_path / LEDGER_NAME).write_bytes(data + b'{"type": "item", "id": "b", "fp": "f2", "st')
+    decoded: list[bytes] = []
+    real = ledger_module._decode
+
+    def counting(raw: bytes) -> dict[str, Any] | None:
+        decoded.append(raw)
+        return real(raw)
+
+    monkeypatch.setattr(ledger_module, "_decode", counting)
+    # The second close snapshotted all ten lines: nothing left to decode but the torn tail
+    # (which is never decoded).
+    state = load_state(tmp_path)
+    assert decoded == []
+    assert repr(state) == repr(_reference_replay(data + b"{"))
+    assert state.torn_lines == 1
+
+
+def test_snapshot_keeps_superseded_inputs_in_order(tmp_path: Path) -> None:
+    """Edited and restored inputs, their order and odd values (NaN) survive snapshots."""
+
+    def item(item_id: str, fp: str, **more: Any) -> dict[str, Any]:
+        return {"type": "item", "id": item_id, "fp": fp, "state": "planned", **more}
+
+    _write(tmp_path, [item("a", "f1", cost=1.5), item("a", "f2"), item("a", "f1")])
+    _write(tmp_path, [item("b", "f1"), item("b", "f2", error=float("nan"))])
+    data = _write(tmp_path, [item("a", "f2", cost=2), item("b", "f1")])
+    state = load_state(tmp_path)
+    assert list(state.superseded) == ["a", "b"]
+    assert repr(state) == repr(_reference_replay(data))
+
+
+def _snapshot_defects() -> dict[str, Any]:
+    def rewrite(transform: Any) -> Any:
+        def apply(directory: Path) -> None:
+            path = directory / SNAPSHOT_NAME
+            path.write_bytes(transform(path.read_bytes()))
+
+        return apply
+
+    def header_field(name: str, value: Any) -> Any:
+        def transform(data: bytes) -> bytes:
+            head, _, body = data.partition(b"\n")
+            header = json.loads(head)
+            header[name] = value
+            return json.dumps(header).encode() + b"\n" + body
+
+        return rewrite(transform)
+
+    def symlink(directory: Path) -> None:
+        target = directory.parent / f"{directory.name}-elsewhere.json"
+        (directory / SNAPSHOT_NAME).rename(target)
+        (directory / SNAPSHOT_NAME).symlink_to(target)
+
+    def replace_with_directory(directory: Path) -> None:
+        (directory / SNAPSHOT_NAME).unlink()
+        (directory / SNAPSHOT_NAME).mkdir()
+
+    return {
+        "missing": lambda directory: (directory / SNAPSHOT_NAME).unlink(),
+        "empty": rewrite(lambda data: b""),
+        "garbage": rewrite(lambda data: b"\x00not json\n" + data),
+        "truncated": rewrite(lambda data: data[: len(data) * 2 // 3]),
+        "extra row": rewrite(lambda data: data + data.splitlines(keepends=True)[-1]),
+        "body edited": rewrite(lambda data: data.replace(b'"succeeded"', b'"failed"   ')),
+        "other version": header_field("version", 99),
+        "covers more than the ledger": header_field("ledgerSize", 10**9),
+        "covers a mid-line offset": header_field("ledgerSize", 7),
+        "symlink": symlink,
+        "a directory": replace_with_directory,
+    }
+
+
+@pytest.mark.parametrize("defect", sorted(_snapshot_defects()))
+def test_a_defective_snapshot_means_a_full_replay(tmp_path: Path, defect: str) -> None:
+    """Missing, unreadable or inconsistent snapshots are ignored: the full replay is exact."""
+    data = _two_runs(tmp_path)
+    (tmp_path / LEDGER_NAME).write_bytes(data + b"{")
+    _snapshot_defects()[defect](tmp_path)
+    assert repr(load_state(tmp_path)) == repr(_reference_replay(data + b"{"))
+
+
+def test_a_snapshot_of_another_ledger_is_ignored(tmp_path: Path) -> None:
+    """A ledger cut shorter, or rewritten to the same size, is replayed in full."""
+    data = _two_runs(tmp_path)
+    shorter = b"".join(data.splitlines(keepends=True)[:4])
+    (tmp_path / LEDGER_NAME).write_bytes(shorter)
+    assert repr(load_state(tmp_path)) == repr(_reference_replay(shorter))
+
+    (tmp_path / "again").mkdir()
+    _two_runs(tmp_path / "again")
+    rewritten = data.replace(b'"prompt":"p"', b'"prompt":"q"')
+    assert len(rewritten) == len(data) and rewritten != data
+    (tmp_path / "again" / LEDGER_NAME).write_bytes(rewritten)
+    state = load_state(tmp_path / "again")
+    assert state.items["a"].prompt == "q"
+    assert repr(state) == repr(_reference_replay(rewritten))
+
+
+def test_a_snapshot_that_cannot_be_written_never_fails_the_close(tmp_path: Path) -> None:
+    """A directory in the snapshot's place: the writer still closes, the ledger still loads."""
+    (tmp_path / SNAPSHOT_NAME).mkdir()
+    data = _write(tmp_path, _records())
+    assert (tmp_path / SNAPSHOT_NAME).is_dir()
+    assert repr(load_state(tmp_path)) == repr(_reference_replay(data))
+
+
+def test_older_readers_and_writers_still_work_with_a_snapshot(tmp_path: Path) -> None:
+    """The ledger stays complete JSON Lines; appends made without a snapshot update are read."""
+    data = _two_runs(tmp_path)
+    assert [json.loads(line) for line in data.splitlines()]  # what an older reader does
+    extra = b'{"type":"item","id":"c","fp":"f3","state":"planned"}\n'
+    (tmp_path / LEDGER_NAME).write_bytes(data + extra)  # an older writer: no snapshot update
+    state = load_state(tmp_path)
+    assert "c" in state.items
+    assert repr(state) == repr(_reference_replay(data + extra))
 
 
 async def test_concurrent_appends_are_all_durable_and_whole(tmp_path: Path) -> None:
