@@ -142,7 +142,20 @@ def targets(
     if "ledger" in timed:
         t = timed["ledger"]
         found.append(
-            Target(f"load a {t.count:,}-entry ledger in < 2 s", t.seconds < 2, f"{t.seconds:.2f} s")
+            Target(
+                f"load a {t.count:,}-item ledger in < 2 s (full replay, no snapshot)",
+                t.seconds < 2,
+                f"{t.seconds:.2f} s",
+            )
+        )
+    if "ledger_snapshot" in timed:
+        t = timed["ledger_snapshot"]
+        found.append(
+            Target(
+                f"load a {t.count:,}-item ledger in < 2 s (as a finished run leaves it)",
+                t.seconds < 2,
+                f"{t.seconds:.2f} s",
+            )
         )
     return found
 
@@ -221,11 +234,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             images, prompts = plan.manifest
             timed["validate"] = scale.manifest_validate(Path(tmp) / "m", images, prompts)
             timed["ledger"] = scale.ledger_load(Path(tmp) / "l", plan.ledger_items)
+            timed["ledger_snapshot"] = scale.ledger_load(
+                Path(tmp) / "s", plan.ledger_items, snapshot=True
+            )
             print("\n## Scale\n\n| what | count | seconds | peak RSS MB | RSS before MB |")
             print("|---|---|---|---|---|")
-            for t in timed.values():
+            labels = {
+                "ledger": "ledger load (full replay)",
+                "ledger_snapshot": "ledger load (snapshot)",
+            }
+            for key, t in timed.items():
                 print(
-                    f"| {t.what} | {t.count:,} | {t.seconds:.2f} | {t.peak_rss_mb:.0f} "
+                    f"| {labels.get(key, t.what)} | {t.count:,} | {t.seconds:.2f} | {t.peak_rss_mb:.0f} "
                     f"| {t.base_rss_mb:.0f} |"
                 )
     found = targets(outcomes, timed)

@@ -118,6 +118,14 @@ def write_ledger(directory: Path, items: int, images: int = 1000) -> int:
     return path.stat().st_size
 
 
-def ledger_load(root: Path, items: int) -> Timed:
+def ledger_load(root: Path, items: int, *, snapshot: bool = False) -> Timed:
+    """Load time of a finished run's ledger. With `snapshot`, the writer is opened and
+    closed once first, as at the end of every run, which leaves ledger.snapshot.json."""
     write_ledger(root / "ledger", items)
+    if snapshot:
+        from batch.ledger import LedgerWriter
+
+        writer = LedgerWriter(root / "ledger")
+        writer.open()
+        writer.close()
     return _in_child(_load_ledger, root / "ledger")
