@@ -245,8 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             for key, t in timed.items():
                 print(
-                    f"| {labels.get(key, t.what)} | {t.count:,} | {t.seconds:.2f} | {t.peak_rss_mb:.0f} "
-                    f"| {t.base_rss_mb:.0f} |"
+                    f"| {labels.get(key, t.what)} | {t.count:,} | {t.seconds:.2f} "
+                    f"| {t.peak_rss_mb:.0f} | {t.base_rss_mb:.0f} |"
                 )
     found = targets(outcomes, timed)
     if found:
