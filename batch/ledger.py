@@ -36,7 +36,7 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -551,6 +551,10 @@ class LedgerWriter:
     def append_now(self, record: Mapping[str, Any]) -> None:
         """Write one record synchronously (start-up, shutdown, tests)."""
         self._write([_encode(record)])
+
+    def append_many(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Write many records with one write and one fsync (blocking: call from a thread)."""
+        self._write([_encode(record) for record in records])
 
     async def append(self, record: Mapping[str, Any]) -> None:
         """Append one record; returns when it is durable."""

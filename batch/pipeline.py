@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 8
 DEFAULT_JOB_TIMEOUT_S = 30 * 60.0
 URL_WAIT_S = 120.0
+PLANNED_BATCH = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,7 @@ class Run:
         self.summary.total = len(items)
         self.summary.removed = sorted(set(self.state.items) - {i.id for i in items})
         todo = list(self._plan(items))
+        await self._record_planned([item for item, record in todo if record is None])
         self.progress.start(total=len(items), done=self.summary.skipped)
         try:
             async with asyncio.TaskGroup() as group:
@@ -240,9 +242,8 @@ class Run:
     # -- one item ---------------------------------------------------------------------
 
     async def _process(self, item: Item, record: ItemRecord | None) -> None:
-        if record is None:
-            await self._record(item, state="planned", prompt=item.prompt)
-            record = ItemRecord(item.id, item.fingerprint)
+        if record is None:  # written as `planned` at the start of the run
+            record = self.state.items.get(item.id) or ItemRecord(item.id, item.fingerprint)
         attempts = record.attempts
         if record.state == "failed":
             attempts = 0  # --retry-failed: a fresh allowance of tries
@@ -491,6 +492,25 @@ class Run:
         return price
 
     # -- ledger -----------------------------------------------------------------------
+
+    async def _record_planned(self, items: list[Item]) -> None:
+        """Every new item is written `planned` before any work starts, in large batches
+        (one write and one fsync each): `status` sees the whole run from its first second,
+        and no item waits for its own `planned` record on its way to the API."""
+        for start in range(0, len(items), PLANNED_BATCH):
+            records = [
+                {
+                    "type": "item",
+                    "id": item.id,
+                    "fp": item.fingerprint,
+                    "state": "planned",
+                    "prompt": item.prompt,
+                }
+                for item in items[start : start + PLANNED_BATCH]
+            ]
+            await asyncio.to_thread(self.writer.append_many, records)
+            for record in records:
+                self.state.apply(record)
 
     async def _record(self, item: Item, **fields: Any) -> None:
         record = {"type": "item", "id": item.id, "fp": item.fingerprint, **fields}
