@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -45,21 +46,27 @@ class FileChecker:
         if st.st_size > self.max_bytes:
             limit, got = self.max_bytes // 2**20, st.st_size / 2**20
             return f"must be at most {limit} MB, got {got:.1f} MB: {path}"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as image:
-                    width, height = image.size
-                    fmt = image.format
-        except Image.DecompressionBombError:
-            return f"must be at most {self.max_pixels:,} pixels, got a decompression bomb: {path}"
-        except (OSError, ValueError, SyntaxError) as exc:
-            return f"not a readable image ({type(exc).__name__}): {path}"
-        if fmt not in IMAGE_FORMATS:
-            allowed = ", ".join(sorted(IMAGE_FORMATS))
-            return f"must be one of {allowed} images, got {fmt}: {path}"
-        if width * height > self.max_pixels:
-            return f"must be at most {self.max_pixels:,} pixels, got {width}x{height}: {path}"
-        if width < 1 or height < 1:
-            return f"must have a non-empty size, got {width}x{height}: {path}"
-        return None
+        problem = image_problem(path, self.max_pixels)
+        return f"{problem}: {path}" if problem else None
+
+
+def image_problem(source: str | BinaryIO, max_pixels: int) -> str | None:
+    """What is wrong with an image (a path or an open binary file), reading its header
+    only; None when it is a supported image within the pixel limit."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                width, height = image.size
+                fmt = image.format
+    except Image.DecompressionBombError:
+        return f"must be at most {max_pixels:,} pixels, got a decompression bomb"
+    except (OSError, ValueError, SyntaxError) as exc:
+        return f"not a readable image ({type(exc).__name__})"
+    if fmt not in IMAGE_FORMATS:
+        return f"must be one of {', '.join(sorted(IMAGE_FORMATS))} images, got {fmt}"
+    if width * height > max_pixels:
+        return f"must be at most {max_pixels:,} pixels, got {width}x{height}"
+    if width < 1 or height < 1:
+        return f"must have a non-empty size, got {width}x{height}"
+    return None

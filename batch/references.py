@@ -17,19 +17,17 @@ import hashlib
 import io
 import mimetypes
 import os
-import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from PIL import Image
 
 from batch.api import ScenarioClient
 from batch.errors import PermanentApiError, TransientApiError
 from batch.manifest import Item, Reference
-from batch.manifest_files import IMAGE_FORMATS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from batch.manifest_files import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, image_problem
 
 MAX_REMOTE_BYTES: Final = MAX_IMAGE_BYTES  # the API's limits, as for local files
 MAX_REDIRECTS: Final = 3
@@ -179,21 +177,7 @@ def _redirect_target(original: str, current: str, location: str | None) -> str:
 
 def _image_problem(data: bytes, max_pixels: int) -> str | None:
     """What is wrong with fetched reference bytes (read from the header only), or None."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                fmt = image.format
-    except Image.DecompressionBombError:
-        return f"must be at most {max_pixels:,} pixels, got a decompression bomb"
-    except (OSError, ValueError, SyntaxError) as exc:
-        return f"not a readable image ({type(exc).__name__})"
-    if fmt not in IMAGE_FORMATS:
-        return f"must be one of {', '.join(sorted(IMAGE_FORMATS))} images, got {fmt}"
-    if width * height > max_pixels:
-        return f"must be at most {max_pixels:,} pixels, got {width}x{height}"
-    return None
+    return image_problem(io.BytesIO(data), max_pixels)
 
 
 def _read_and_hash(path: str) -> tuple[bytes, str]:
