@@ -92,6 +92,9 @@ async def _fetch_once(
     size = 0
     try:
         async with session.get(url, max_redirects=3, timeout=client_timeout) as response:
+            if url.startswith("https:") and response.url.scheme != "https":
+                # Never accept a result that a redirect moved onto plain http.
+                raise DownloadError(f"output of {stem}: refused a redirect from https to http")
             if response.status in EXPIRED_STATUSES:
                 raise _Expired(f"CDN answered HTTP {response.status}")
             if response.status != 200:
