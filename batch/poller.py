@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class PollPolicy:
     fraction_of_job: float = 0.1  # poll every tenth of a typical job's duration
     direct_below: int = 3  # with fewer jobs than this in flight, ask about each directly
     stale_after_ticks: int = 8  # a job the list has not shown for this many ticks: ask directly
+    stale_after_min_s: float = 10.0  # ... and for at least this long
     overlap_s: float = 2.0  # first read: this much before our own submit time (clock skew)
     settle_s: float = 0.5  # later reads: this much before the newest update the API showed
     requests_per_job: float = 0.25  # poll budget per finished job when polling faster
@@ -210,11 +212,11 @@ class Poller:
                 self.stats.direct_requests += 1
         else:
             await self._read_list(seen)
+            patience = self._stale_after_ticks()
             stale = [
                 w.job_id
                 for w in self._watches.values()
-                if w.job_id not in seen
-                and tick - w.last_seen_tick >= self._policy.stale_after_ticks
+                if w.job_id not in seen and tick - w.last_seen_tick >= patience
             ]
             for job_id in stale:
                 seen[job_id] = await self._client.get_job(job_id)
@@ -283,6 +285,14 @@ class Poller:
             moved = newest - dt.timedelta(seconds=self._policy.settle_s)
             if cursor is None or moved > cursor:
                 self._cursor = moved
+
+    def _stale_after_ticks(self) -> int:
+        """A job the list has not mentioned for this many ticks is asked about directly.
+        Jobs may rightly go unmentioned for most of their run (no status change), so the
+        patience covers twice a typical job's duration, and never less than 10 s."""
+        expected = 2 * (self._typical_s or 0.0)
+        seconds = max(expected, self._policy.stale_after_min_s)
+        return max(self._policy.stale_after_ticks, math.ceil(seconds / max(self.interval, 1e-3)))
 
     def _learn(self, seconds: float) -> None:
         self.stats.durations.append(seconds)
