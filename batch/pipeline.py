@@ -236,6 +236,7 @@ class Run:
             else:
                 await self.slots.release()
             self._active -= 1
+            self.progress.in_flight(len(self.poller.in_flight()))
             if self._active == 0:
                 self._idle.set()
 
