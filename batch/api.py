@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import aiohttp
+import orjson
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -451,7 +452,11 @@ async def _json_or_text(response: aiohttp.ClientResponse) -> Any:
     if not raw:
         return {}
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)  # job-list pages are the bulk of what a run decodes
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw)  # what orjson refuses but json accepts (NaN, a BOM)
     except ValueError:
         return raw[:500].decode(errors="replace")
 
