@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from batch.errors import (
     UnusableOutputError,
     UsageError,
 )
+from batch.ledger import LEDGER_NAME, load_state
 from batch.logs import configure_logging
 from batch.manifest import Manifest, load_manifest
 from batch.pipeline import (
@@ -309,17 +311,41 @@ def _replace_settings(settings: ApiSettings, **changes: Any) -> ApiSettings:
     return dataclasses.replace(settings, **changes)
 
 
-def expand_date(path: Path) -> Path:
+def expand_date(path: Path, today: dt.date | None = None) -> Path:
     """`{date}` in an output directory becomes today's date (or SCENARIO_BATCH_DATE), so each
-    night's run keeps its own directory. To resume a run on another day, give that day's
-    directory (or SCENARIO_BATCH_DATE=YYYY-MM-DD)."""
+    night's run keeps its own directory.
+
+    A run that started before midnight and died after it must not start over, paying for
+    everything again, in a new directory: when today's directory does not exist yet and
+    yesterday's holds a ledger with unfinished items, yesterday's directory is resumed."""
     text = str(path)
     if "{date}" not in text:
         return path
-    import datetime as dt
+    pinned = os.environ.get("SCENARIO_BATCH_DATE")
+    if pinned:
+        return Path(text.replace("{date}", pinned))
+    day = today or dt.date.today()
+    current = Path(text.replace("{date}", day.isoformat()))
+    previous = Path(text.replace("{date}", (day - dt.timedelta(days=1)).isoformat()))
+    if not current.exists() and _has_unfinished_items(previous):
+        log.warning(
+            "%s has unfinished items from yesterday's run: resuming it instead of starting %s "
+            "(set SCENARIO_BATCH_DATE or --out to choose)",
+            previous,
+            current,
+        )
+        return previous
+    return current
 
-    day = os.environ.get("SCENARIO_BATCH_DATE") or dt.date.today().isoformat()
-    return Path(text.replace("{date}", day))
+
+def _has_unfinished_items(directory: Path) -> bool:
+    if not (directory / LEDGER_NAME).is_file():
+        return False
+    try:
+        state = load_state(directory)
+    except BatchError:
+        return False
+    return any(not record.is_final for record in state.items.values())
 
 
 def _shard(text: str) -> tuple[int, int]:

@@ -260,3 +260,33 @@ async def test_unusable_output_directory_exits_2_before_spending(
     assert await _run_cli("run", str(manifest), "--out", str(project / "a-file")) == 2
     assert not (project / "elsewhere.jsonl").exists()
     assert scenario_env.request_log == []
+
+
+def test_dated_directory_resumes_last_nights_unfinished_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed after midnight resumes yesterday's directory instead of starting over."""
+    import datetime as dt
+
+    from batch.cli import expand_date
+    from batch.ledger import LedgerWriter
+
+    monkeypatch.delenv("SCENARIO_BATCH_DATE", raising=False)
+    pattern = tmp_path / "nightly" / "{date}"
+    today = dt.date(2026, 11, 26)
+    yesterday = tmp_path / "nightly" / "2026-11-25"
+    assert expand_date(pattern, today) == tmp_path / "nightly" / "2026-11-26"
+
+    yesterday.mkdir(parents=True)
+    writer = LedgerWriter(yesterday)
+    writer.open()
+    writer.append_now({"type": "item", "id": "a", "fp": "f", "state": "submitted", "jobId": "j"})
+    writer.close()
+    assert expand_date(pattern, today) == yesterday
+
+    writer.open()
+    writer.append_now({"type": "item", "id": "a", "fp": "f", "state": "succeeded", "files": []})
+    writer.close()
+    assert expand_date(pattern, today) == tmp_path / "nightly" / "2026-11-26"
+    monkeypatch.setenv("SCENARIO_BATCH_DATE", "2026-01-01")
+    assert expand_date(pattern, today) == tmp_path / "nightly" / "2026-01-01"
