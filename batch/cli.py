@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +30,7 @@ from batch.errors import (
 )
 from batch.ledger import LEDGER_NAME, load_state
 from batch.logs import configure_logging
-from batch.manifest import Manifest, load_manifest
+from batch.manifest import load_manifest
 from batch.pipeline import (
     DEFAULT_CONCURRENCY,
     RunOptions,
@@ -208,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
         else LineProgress()
     )
     try:
-        summary = run_with_signals(_execute(manifest, settings, options, progress))
+        summary = run_with_signals(run_manifest(manifest, settings, options, progress=progress))
     except KeyboardInterrupt:
         print(
             f"scenario-batch: interrupted; in-flight jobs are recorded in {out_dir}. "
@@ -228,12 +230,6 @@ def _run(args: argparse.Namespace) -> int:
         )
     print(one_line_summary(summary, out_dir))
     return summary.exit_code
-
-
-async def _execute(
-    manifest: Manifest, settings: ApiSettings, options: RunOptions, progress: Progress
-) -> RunSummary:
-    return await run_manifest(manifest, settings, options, progress=progress)
 
 
 def one_line_summary(summary: RunSummary, out_dir: Path) -> str:
@@ -284,8 +280,6 @@ def run_with_signals(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def _in_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -306,8 +300,6 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _replace_settings(settings: ApiSettings, **changes: Any) -> ApiSettings:
-    import dataclasses
-
     return dataclasses.replace(settings, **changes)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -139,6 +140,9 @@ class Run:
         self.costs = CostBook(client, self.references, manifest.model)
         self._stop_submitting: str | None = None
         self.waiting: dict[str, Item] = {}  # job id -> its item, while the job runs
+        self._active = 0  # item tasks alive
+        self._idle = asyncio.Event()  # set while no item task is alive
+        self._idle.set()
 
     # -- top level --------------------------------------------------------------------
 
@@ -154,7 +158,7 @@ class Run:
             async with asyncio.TaskGroup() as group:
                 poll_task = group.create_task(self.poller.run(), name="poller")
                 await self._start_items(group, todo)
-                await self._wait_idle()
+                await self._idle.wait()
                 self.poller.stop()
                 await poll_task
         except BaseExceptionGroup as group:
@@ -185,9 +189,6 @@ class Run:
     async def _start_items(
         self, group: asyncio.TaskGroup, todo: list[tuple[Item, ItemRecord | None]]
     ) -> None:
-        self._active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         ahead = 0  # todo[:ahead] have had their references prefetched
         for index, (item, record) in enumerate(todo):
             resumable = record is not None and record.state in ("submitted", "submitting")
@@ -203,9 +204,6 @@ class Run:
             self._active += 1
             self._idle.clear()
             group.create_task(self._item_task(item, record), name=f"item:{item.id}")
-
-    async def _wait_idle(self) -> None:
-        await self._idle.wait()
 
     async def _item_task(self, item: Item, record: ItemRecord | None) -> None:
         try:
@@ -560,8 +558,6 @@ def _every_record(state: LedgerState) -> Iterator[ItemRecord]:
 def _in_shard(item_id: str, shard: tuple[int, int] | None) -> bool:
     if shard is None:
         return True
-    import hashlib
-
     index, count = shard
     return int(hashlib.sha256(item_id.encode()).hexdigest()[:8], 16) % count == index
 
