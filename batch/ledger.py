@@ -24,6 +24,7 @@ It is a cache, checked against the ledger and ignored at the least doubt (see `_
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
@@ -515,15 +516,19 @@ class LedgerWriter:
 
     Appends that arrive while a write is under way are written and fsynced together
     (group commit): durability per record without one fsync per record on a busy run.
-    The write runs in a worker thread and finishes even if its awaiter is cancelled, so
-    a record that was handed over is never lost to a Ctrl-C.
+    Writes run one at a time, in order, on the writer's own thread; the next batch starts
+    from the previous one's completion, so appenders only wait for their own record (no
+    lock to queue on). A write finishes even if its awaiter is cancelled, and `close`
+    waits for it and writes whatever is still queued, so a record that was handed over
+    is never lost to a Ctrl-C.
     """
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / LEDGER_NAME
         self._fd: int | None = None
         self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._turn = asyncio.Lock()  # one batch in flight at a time keeps records in order
+        self._writing: concurrent.futures.Future[None] | None = None
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._file_lock = threading.Lock()
 
     def open(self) -> None:
@@ -535,13 +540,17 @@ class LedgerWriter:
         fsync_directory(self.path.parent)
 
     def close(self) -> None:
-        """Write whatever is still queued, then close."""
+        """Finish the write under way, write whatever is still queued, then close."""
         if self._fd is None:
             return
         batch, self._pending = self._pending, []
+        if self._writing is not None:
+            # Its own completion callback reports any error to its appenders.
+            concurrent.futures.wait([self._writing])
         if batch:
             self._write([line for line, _ in batch])
             _settle(batch, None)
+        self._thread.shutdown(wait=True)
         os.close(self._fd)
         self._fd = None
         # The snapshot is a cache: failing to write it never fails a close (loads replay).
@@ -561,13 +570,30 @@ class LedgerWriter:
         loop = asyncio.get_running_loop()
         mine: asyncio.Future[None] = loop.create_future()
         self._pending.append((_encode(record), mine))
-        async with self._turn:
-            if not mine.done() and self._pending:
-                batch, self._pending = self._pending, []
-                written = loop.run_in_executor(None, self._write, [line for line, _ in batch])
-                written.add_done_callback(functools.partial(_settle_from, batch))
-                await asyncio.shield(written)
+        if self._writing is None:
+            self._write_pending(loop)
         await mine
+
+    def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._fd is None:
+            _settle(self._pending, LedgerError(f"ledger {self.path} is not open"))
+            self._pending = []
+            return
+        batch, self._pending = self._pending, []
+        self._writing = self._thread.submit(self._write, [line for line, _ in batch])
+        written = asyncio.wrap_future(self._writing, loop=loop)
+        written.add_done_callback(functools.partial(self._written, batch, loop))
+
+    def _written(
+        self,
+        batch: list[tuple[bytes, asyncio.Future[None]]],
+        loop: asyncio.AbstractEventLoop,
+        written: asyncio.Future[None],
+    ) -> None:
+        self._writing = None
+        _settle_from(batch, written)
+        if self._pending and self._fd is not None:
+            self._write_pending(loop)
 
     def _write(self, lines: list[bytes]) -> None:
         data = b"".join(lines)
@@ -605,8 +631,12 @@ def _settle_from(
 
 
 def _encode(record: Mapping[str, Any]) -> bytes:
-    stamped = {"ts": utc_now(), **record}
-    return json.dumps(stamped, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    # orjson writes what json.dumps(separators=(",", ":"), ensure_ascii=False) would, about
+    # 15x faster: this runs for every record of every item.
+    try:
+        return orjson.dumps({"ts": utc_now(), **record}, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError as exc:  # orjson.JSONEncodeError: not JSON-serializable
+        raise LedgerError(f"cannot encode ledger record {record!r}: {exc}") from exc
 
 
 def _cut_torn_tail(fd: int) -> None:

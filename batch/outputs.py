@@ -14,11 +14,10 @@ import io
 import logging
 import os
 import random
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiofiles
 import aiohttp
@@ -34,6 +33,8 @@ MAX_OUTPUT_BYTES: Final = 256 * 1024 * 1024
 EXPIRED_STATUSES: Final = frozenset({401, 403, 404, 410})
 EXTENSIONS: Final = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
 CHUNK: Final = 256 * 1024
+# Bodies up to this size are held in memory: at most this much per download in flight.
+SPOOL_BYTES: Final = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +88,11 @@ async def _fetch_once(
     stem: str,
     client_timeout: aiohttp.ClientTimeout | None,
 ) -> Fetched:
-    temp = directory / f"{TEMP_PREFIX}{stem}.{secrets.token_hex(4)}"
+    # Random without a system call (secrets/urandom costs one per download); the name
+    # only has to differ from other temp files of this run, and "x" refuses a clash.
+    temp = directory / f"{TEMP_PREFIX}{stem}.{random.getrandbits(32):08x}"
     digest = hashlib.sha256()
-    size = 0
+    spool = _Spool(temp)
     try:
         async with session.get(url, max_redirects=3, timeout=client_timeout) as response:
             if url.startswith("https:") and response.url.scheme != "https":
@@ -102,43 +105,102 @@ async def _fetch_once(
             expected = response.content_length
             if expected is not None and expected > MAX_OUTPUT_BYTES:
                 raise DownloadError(f"output of {stem} is {expected} bytes, over the limit")
-            # "x": never follow or reuse something planted under the temp name.
-            async with aiofiles.open(temp, "xb") as handle:
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    size += len(chunk)
-                    if size > MAX_OUTPUT_BYTES:
-                        raise DownloadError(f"output of {stem} exceeds {MAX_OUTPUT_BYTES} bytes")
-                    digest.update(chunk)
-                    await handle.write(chunk)
-            if expected is not None and size != expected:
-                raise _Retry(f"body was {size} bytes, Content-Length said {expected}")
+            async for chunk in response.content.iter_chunked(CHUNK):
+                if spool.size + len(chunk) > MAX_OUTPUT_BYTES:
+                    raise DownloadError(f"output of {stem} exceeds {MAX_OUTPUT_BYTES} bytes")
+                digest.update(chunk)
+                await spool.write(chunk)
+            if expected is not None and spool.size != expected:
+                raise _Retry(f"body was {spool.size} bytes, Content-Length said {expected}")
+        held = await spool.finish()
         # One trip to a worker thread for all the blocking file work: the event loop
         # keeps serving the other jobs meanwhile.
-        final = await asyncio.to_thread(_settle, temp, directory, stem)
-        return Fetched(final, digest.hexdigest(), size)
+        final = await asyncio.to_thread(_settle, temp, directory, stem, held)
+        return Fetched(final, digest.hexdigest(), spool.size)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Retry(f"{type(exc).__name__}: {exc}") from exc
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
+        await spool.discard()
 
 
-def _settle(temp: Path, directory: Path, stem: str) -> Path:
-    """Make the temp file durable, check it is an image, and rename it into place."""
-    fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW)
+class _Spool:
+    """A body held in memory up to `SPOOL_BYTES`, past that streamed to the temp file.
+
+    Holding a small body saves a worker-thread trip per chunk, and `_settle` writes it in
+    the same trip that makes it durable. Large ones never sit in memory whole.
+    """
+
+    def __init__(self, temp: Path) -> None:
+        self.temp = temp
+        self.size = 0
+        self._chunks: list[bytes] = []
+        self._file: Any = None  # an aiofiles handle once spilled
+        self._spilled = False
+        self._settling = False
+
+    async def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if not self._spilled and self.size <= SPOOL_BYTES:
+            self._chunks.append(chunk)
+            return
+        if not self._spilled:
+            self._spilled = True
+            # "x": never follow or reuse something planted under the temp name.
+            self._file = await aiofiles.open(self.temp, "xb")
+            held, self._chunks = b"".join(self._chunks), []
+            await self._file.write(held)
+        await self._file.write(chunk)
+
+    async def finish(self) -> bytes | None:
+        """The whole body if it stayed in memory; None if it is in the temp file."""
+        self._settling = True
+        if self._file is not None:
+            await self._file.close()
+            self._file = None
+        return None if self._spilled else b"".join(self._chunks)
+
+    async def discard(self) -> None:
+        """After a failed attempt: close and remove the temp file, if there is one.
+        (`_settle` cleans up after itself; a settled temp was renamed.)"""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                await self._file.close()
+            self._file = None
+        if self._spilled and not self._settling:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(self.temp.unlink)
+
+
+def _settle(temp: Path, directory: Path, stem: str, held: bytes | None) -> Path:
+    """Write (if still in memory) and fsync the temp file, check it is an image, and
+    rename it into place. On any failure the temp file is removed."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    final = directory / f"{stem}.{_image_extension(temp)}"
-    os.replace(temp, final)  # replaces a planted symlink itself, never its target
+        if held is not None:
+            # "x" and no symlinks: never follow or reuse something planted there.
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        else:
+            fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            if held is not None:
+                view = memoryview(held)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = directory / f"{stem}.{_image_extension(temp, held)}"
+        os.replace(temp, final)  # replaces a planted symlink itself, never its target
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
     fsync_directory(directory)
     return final
 
 
-def _image_extension(path: Path) -> str:
+def _image_extension(path: Path, held: bytes | None = None) -> str:
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(held) if held is not None else path) as image:
             kind = image.format or ""
             image.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

@@ -1,9 +1,11 @@
 """One poller for every job in flight.
 
 Polling is not retrying: this is its own loop with its own pace. Each tick asks the job
-list for every custom job updated since the last tick (newest first, following tokens
-past short pages), so one request reports on many jobs. With only a few jobs in flight,
-or for a job the list has not mentioned for a while, it asks about that job directly.
+list for every custom job that succeeded since the last tick (newest first, following
+tokens past short pages), so one request reports on many jobs; every couple of seconds a
+sweep asks for every job updated, whatever its status, which catches failures and
+cancellations. With only a few jobs in flight, or for a job the list has not mentioned
+for a while, it asks about that job directly.
 Fresh output URLs for every job that succeeded in a tick come from one get-bulk call.
 
 The pace adapts to how long jobs take: about a tenth of the typical job duration,
@@ -32,7 +34,6 @@ from batch.errors import ApiError, CredentialsError, OutageError
 log = logging.getLogger(__name__)
 
 _ISO_MS_LEN = len("2026-01-01T00:00:00.000Z")
-_PAGE_SIZE = 100  # list_jobs' default page size (for counting requests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class PollPolicy:
     stale_after_min_s: float = 10.0  # ... and for at least this long
     overlap_s: float = 2.0  # first read: this much before our own submit time (clock skew)
     settle_s: float = 0.5  # later reads: this much before the newest update the API showed
+    sweep_every_s: float = 2.0  # ticks between sweeps ask only for jobs that succeeded
     requests_per_job: float = 0.25  # poll budget per finished job when polling faster
 
 
@@ -92,7 +94,9 @@ class Poller:
         self._policy = policy or PollPolicy()
         self._clock = clock
         self._watches: dict[str, _Watch] = {}
-        self._cursor: dt.datetime | None = None
+        self._cursor: dt.datetime | None = None  # of the success-only reads
+        self._sweep_cursor: dt.datetime | None = None  # of the sweeps (every status)
+        self._last_sweep: float | None = None
         self._changed = asyncio.Event()
         self._stopped = False
         self._typical_s: float | None = None
@@ -114,6 +118,8 @@ class Poller:
             cursor = existing.since - dt.timedelta(seconds=self._policy.overlap_s)
             if self._cursor is None or cursor < self._cursor:
                 self._cursor = cursor
+            if self._sweep_cursor is None or cursor < self._sweep_cursor:
+                self._sweep_cursor = cursor
             self._changed.set()
         try:
             return await asyncio.shield(existing.future)
@@ -211,7 +217,7 @@ class Poller:
                 seen[job_id] = await self._client.get_job(job_id)
                 self.stats.direct_requests += 1
         else:
-            await self._read_list(seen)
+            await self._read_list(seen, sweep=self._sweep_due())
             patience = self._stale_after_ticks()
             stale = [
                 w.job_id
@@ -260,31 +266,57 @@ class Poller:
                 if not urls.done():
                     urls.set_result({a: found[a] for a in job.asset_ids if a in found})
 
-    async def _read_list(self, seen: dict[str, JobView]) -> None:
+    def _sweep_due(self) -> bool:
+        """Most ticks ask only for jobs that succeeded: on a busy run that is a third of
+        the jobs that changed, so a third of the pages. Every `sweep_every_s` (and on
+        every tick when ticks are that far apart) one read asks for every status, which
+        catches failed and canceled jobs and shows which running jobs are still moving."""
+        now = self._clock()
+        if self._last_sweep is not None and now - self._last_sweep < max(
+            self._policy.sweep_every_s, self.interval
+        ):
+            return False
+        self._last_sweep = now
+        return True
+
+    async def _read_list(self, seen: dict[str, JobView], *, sweep: bool) -> None:
         newest: dt.datetime | None = None
         newest_text = ""  # API dates share one fixed-width UTC format: text order is time order
         cursor = self._cursor
-        listed = 0
-        async for job in self._client.list_jobs(
-            updated_after=format_time(cursor) if cursor else None, job_type="custom"
+        if sweep and self._sweep_cursor is not None:
+            # A sweep reads from the older of the two cursors, so it also covers everything
+            # a success-only read would have seen.
+            cursor = self._sweep_cursor if cursor is None else min(cursor, self._sweep_cursor)
+        watches = self._watches
+        async for page in self._client.list_job_pages(
+            updated_after=format_time(cursor) if cursor else None,
+            job_type="custom",
+            status=None if sweep else "success",
         ):
-            listed += 1
-            text = job.updated_at
-            if len(text) == _ISO_MS_LEN and text.endswith("Z"):
-                newest_text = max(newest_text, text)
-            else:
-                updated = parse_time(text)
-                newest = updated if newest is None or updated > newest else newest
-            if job.job_id in self._watches and job.job_id not in seen:
-                seen[job.job_id] = job  # newest first: the first sighting is the latest
-        self.stats.list_requests += 1 + listed // _PAGE_SIZE
+            self.stats.list_requests += 1
+            for raw in page:
+                text = raw.get("updatedAt")
+                if not isinstance(text, str):
+                    continue
+                if len(text) == _ISO_MS_LEN and text.endswith("Z"):
+                    newest_text = max(newest_text, text)
+                else:
+                    updated = parse_time(text)
+                    newest = updated if newest is None or updated > newest else newest
+                job_id = raw.get("jobId")
+                # Only jobs of this run are parsed; newest first: the first sighting is the
+                # latest.
+                if job_id in watches and job_id not in seen:
+                    seen[job_id] = JobView.parse(raw)
         if newest_text:
             parsed = parse_time(newest_text)
             newest = parsed if newest is None or parsed > newest else newest
         if newest is not None:
             moved = newest - dt.timedelta(seconds=self._policy.settle_s)
-            if cursor is None or moved > cursor:
+            if self._cursor is None or moved > self._cursor:
                 self._cursor = moved
+            if sweep and (self._sweep_cursor is None or moved > self._sweep_cursor):
+                self._sweep_cursor = moved
 
     def _stale_after_ticks(self) -> int:
         """A job the list has not mentioned for this many ticks is asked about directly.

@@ -56,9 +56,11 @@ class Reconciler:
         oldest = min(lookup.since for lookup in batch) - dt.timedelta(seconds=CLOCK_SKEW_S)
         wanted = {id(lookup): _canonical(lookup.body) for lookup in batch}
         candidates: list[JobView] = []
-        async for job in self._client.list_jobs(created_after=format_time(oldest)):
-            if job.input and not self._claimed(job.job_id):
-                candidates.append(job)
+        async for page in self._client.list_job_pages(created_after=format_time(oldest)):
+            for raw in page:
+                job = JobView.parse(raw)
+                if job.input and not self._claimed(job.job_id):
+                    candidates.append(job)
         candidates.sort(key=lambda job: job.created_at)  # oldest first: the first send wins
         taken: set[str] = set()
         for lookup in batch:

@@ -56,6 +56,9 @@ class References:
         self._known = dict(known)  # reference key -> asset id (from the ledger)
         self._record = record
         self._in_progress: dict[str, asyncio.Future[str]] = {}
+        # path -> asset id settled in this run: an item's own task asks again for what its
+        # prefetch already resolved, and need not stat the file a second time.
+        self._by_path: dict[str, str] = {}
         self.uploads = 0
 
     async def asset_ids(self, item: Item) -> list[str]:
@@ -65,10 +68,16 @@ class References:
         if reference.kind == "asset":
             return reference.value
         if reference.kind == "file":
-            quick_key = _file_key(reference.value)
-            if quick_key in self._known:
-                return self._known[quick_key]
-            return await self._once(quick_key, lambda: self._upload_file(reference.value))
+            path = reference.value
+            settled = self._by_path.get(path)
+            if settled is not None:
+                return settled
+            quick_key = _file_key(path)
+            asset_id = self._known.get(quick_key)
+            if asset_id is None:
+                asset_id = await self._once(quick_key, lambda: self._upload_file(path))
+            self._by_path[path] = asset_id
+            return asset_id
         url_key = f"url:{reference.value}"
         if url_key in self._known:
             return self._known[url_key]

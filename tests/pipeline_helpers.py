@@ -19,7 +19,9 @@ from batch.settings import ApiSettings, RetryPolicy
 from batch.simulator import RequestRecord, Simulator
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET, make_png
 
-FAST_POLL = PollPolicy(min_interval_s=0.02, initial_interval_s=0.05, max_interval_s=0.5)
+FAST_POLL = PollPolicy(
+    min_interval_s=0.02, initial_interval_s=0.05, max_interval_s=0.5, sweep_every_s=0.25
+)
 FAST_RETRY = RetryPolicy(attempts=8, initial_wait_s=0.01, max_wait_s=0.2, total_s=30)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+import batch.outputs
 import batch.pipeline
 from batch import cli
 from batch.ledger import load_state
@@ -260,11 +261,17 @@ async def test_long_outage_stops_with_exit_1_and_resumes(
     assert_outputs_intact(out)
 
 
+@pytest.mark.parametrize("spool_bytes", [batch.outputs.SPOOL_BYTES, 64], ids=["held", "spilled"])
 async def test_bad_downloads_are_retried_and_only_verified_files_land(
-    simulator_factory: SimulatorFactory, tmp_path: Path
+    simulator_factory: SimulatorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spool_bytes: int,
 ) -> None:
     """Truncated bodies and non-image bytes are retried; every file on disk is byte for byte
-    the simulator's output and decodes as an image; no temp file remains."""
+    the simulator's output and decodes as an image; no temp file remains. Both when bodies
+    are held in memory until settled and when they spill to the temp file as they come."""
+    monkeypatch.setattr(batch.outputs, "SPOOL_BYTES", spool_bytes)
     sim = await simulator_factory(seed=5, truncate_rate=0.15, corrupt_rate=0.15)
     manifest = _manifest(tmp_path, 30, images=3)
     out = tmp_path / "out"
