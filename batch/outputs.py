@@ -23,7 +23,7 @@ import aiofiles
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
-from batch.durable import fsync_directory
+from batch.durable import DirectorySync
 from batch.errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -58,12 +58,15 @@ async def fetch_output(
     attempts: int = 6,
     base_wait_s: float = 0.25,
     client_timeout: aiohttp.ClientTimeout | None = None,
+    directory_sync: DirectorySync | None = None,
 ) -> Fetched:
-    """Download `url` into `directory/stem.<ext>`. No credentials are sent to the CDN."""
+    """Download `url` into `directory/stem.<ext>`. No credentials are sent to the CDN.
+    Downloads into one directory should share one `directory_sync`."""
+    syncer = directory_sync or DirectorySync(directory)
     last_problem = "no attempt made"
     for attempt in range(1, attempts + 1):
         try:
-            return await _fetch_once(session, url, directory, stem, client_timeout)
+            return await _fetch_once(session, url, syncer, stem, client_timeout)
         except _Expired as expired:
             last_problem = str(expired)
             if attempt < attempts:
@@ -84,10 +87,11 @@ class _Expired(_Retry):
 async def _fetch_once(
     session: aiohttp.ClientSession,
     url: str,
-    directory: Path,
+    syncer: DirectorySync,
     stem: str,
     client_timeout: aiohttp.ClientTimeout | None,
 ) -> Fetched:
+    directory = syncer.directory
     # Random without a system call (secrets/urandom costs one per download); the name
     # only has to differ from other temp files of this run, and "x" refuses a clash.
     temp = directory / f"{TEMP_PREFIX}{stem}.{random.getrandbits(32):08x}"
@@ -115,7 +119,7 @@ async def _fetch_once(
         held = await spool.finish()
         # One trip to a worker thread for all the blocking file work: the event loop
         # keeps serving the other jobs meanwhile.
-        final = await asyncio.to_thread(_settle, temp, directory, stem, held)
+        final = await asyncio.to_thread(_settle, temp, syncer, stem, held)
         return Fetched(final, digest.hexdigest(), spool.size)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Retry(f"{type(exc).__name__}: {exc}") from exc
@@ -171,7 +175,7 @@ class _Spool:
                 await asyncio.to_thread(self.temp.unlink)
 
 
-def _settle(temp: Path, directory: Path, stem: str, held: bytes | None) -> Path:
+def _settle(temp: Path, syncer: DirectorySync, stem: str, held: bytes | None) -> Path:
     """Write (if still in memory) and fsync the temp file, check it is an image, and
     rename it into place. On any failure the temp file is removed."""
     try:
@@ -188,13 +192,13 @@ def _settle(temp: Path, directory: Path, stem: str, held: bytes | None) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
-        final = directory / f"{stem}.{_image_extension(temp, held)}"
+        final = syncer.directory / f"{stem}.{_image_extension(temp, held)}"
         os.replace(temp, final)  # replaces a planted symlink itself, never its target
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    fsync_directory(directory)
+    syncer.after_rename()
     return final
 
 

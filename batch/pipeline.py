@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from batch.api import JobView, ScenarioClient
+from batch.durable import DirectorySync
 from batch.errors import (
     AmbiguousSubmitError,
     ApiError,
@@ -125,6 +126,7 @@ class Run:
         self.references = References(client, session, state.assets, writer.append)
         self.reconciler = Reconciler(client, self._is_claimed)
         self.downloads = asyncio.Semaphore(options.download_parallel)
+        self.directory_sync = DirectorySync(options.out_dir)  # one fsync covers many renames
         # A job slot covers the job only (bench/RESULTS.md): references are uploaded ahead
         # of it, and the slot is handed back once the job is final, before the download.
         self._finishing = asyncio.Semaphore(options.concurrency)  # items past their job
@@ -394,6 +396,7 @@ class Run:
                     stem,
                     refresh_url=refresh,
                     attempts=self.options.download_attempts,
+                    directory_sync=self.directory_sync,
                 )
             files.append(
                 {

@@ -203,3 +203,44 @@ async def test_second_interrupt_exits_at_once_without_corruption(
     assert rerun.returncode == 0, stderr.decode()[-2000:]
     assert set(jobs_created_per_prompt(sim).values()) == {1}
     assert_outputs_intact(out)
+
+
+def test_directory_sync_covers_every_rename_with_fewer_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads renaming into one directory share fsyncs, yet each returns only after an
+    fsync that began after its own rename has finished."""
+    import threading
+    import time
+
+    import batch.durable
+
+    spans: list[tuple[float, float]] = []
+
+    def slow_fsync(directory: Path) -> None:
+        start = time.monotonic()
+        time.sleep(0.002)
+        spans.append((start, time.monotonic()))
+
+    monkeypatch.setattr(batch.durable, "fsync_directory", slow_fsync)
+    syncer = batch.durable.DirectorySync(tmp_path)
+    calls: list[tuple[float, float]] = []
+    guard = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(40):
+            renamed = time.monotonic()
+            syncer.after_rename()
+            with guard:
+                calls.append((renamed, time.monotonic()))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(calls) == 320
+    assert syncer.syncs == len(spans) < 320 / 2, syncer.syncs
+    for renamed, returned in calls:
+        assert any(renamed <= start and end <= returned for start, end in spans)
