@@ -7,7 +7,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -25,6 +25,15 @@ class SimCapacity:
     jobs_per_s: float  # upload + submit + download + 1/50 list page + 1/100 get-bulk per job
     cpu_s: float  # simulator CPU during the measurement
     wall_s: float
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # simulator CPU per request, by kind
+    cpu_ms_per_job: float = 0.0  # the same mix as jobs_per_s, in simulator CPU
+
+    def table(self) -> str:
+        """A Markdown table: requests per second and simulator CPU per request, by kind."""
+        lines = ["| request | per second | sim CPU ms each |", "|---|---|---|"]
+        for kind, rate in self.rates.items():
+            lines.append(f"| {kind} | {rate:,.0f} | {self.cpu_ms.get(kind, 0.0):.3f} |")
+        return "\n".join(lines)
 
 
 async def _blast(
@@ -44,7 +53,19 @@ async def _blast(
     return count / (time.perf_counter() - started), results
 
 
-async def _measure(base: str, n: int, concurrency: int, latency_s: float) -> dict[str, float]:
+async def _measure(
+    base: str, n: int, concurrency: int, latency_s: float, cpu: Callable[[], float]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Rates by kind, and the simulator's CPU milliseconds per request by kind."""
+    cpu_ms: dict[str, float] = {}
+    mark = cpu()
+
+    def charge(kind: str, count: int) -> None:
+        nonlocal mark
+        now = cpu()
+        cpu_ms[kind] = 1000 * (now - mark) / max(1, count)
+        mark = now
+
     auth = aiohttp.BasicAuth(API_KEY, API_SECRET)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(auth=auth, connector=connector) as http:
@@ -60,13 +81,16 @@ async def _measure(base: str, n: int, concurrency: int, latency_s: float) -> dic
 
         rates: dict[str, float] = {}
         rates["upload"], assets = await _blast(n, concurrency, upload)
+        charge("upload", n)
 
         async def submit(i: int) -> str:
             body = {"prompt": PROMPT, "referenceImages": [assets[i]]}
             return str((await post(f"/generate/custom/{MODEL}", body))["job"]["jobId"])
 
         rates["submit"], jobs = await _blast(n, concurrency, submit)
+        charge("submit", n)
         await asyncio.sleep(latency_s * 1.3)
+        mark = cpu()
 
         async def page(i: int) -> int:
             query = {"type": "custom", "pageSize": "100"}
@@ -75,6 +99,7 @@ async def _measure(base: str, n: int, concurrency: int, latency_s: float) -> dic
                 return len((await response.json())["jobs"])
 
         rates["list page"], _ = await _blast(max(10, n // 50), 8, page)
+        charge("list page", max(10, n // 50))
 
         async def get_job(i: int) -> list[str]:
             async with http.get(f"{base}/jobs/{jobs[i]}") as response:
@@ -82,6 +107,7 @@ async def _measure(base: str, n: int, concurrency: int, latency_s: float) -> dic
                 return list((await response.json())["job"]["metadata"].get("assetIds", []))
 
         rates["get job"], outputs = await _blast(n, concurrency, get_job)
+        charge("get job", n)
         asset_ids = [a for ids in outputs for a in ids]
         chunks = [asset_ids[i : i + 100] for i in range(0, len(asset_ids), 100)]
 
@@ -90,6 +116,7 @@ async def _measure(base: str, n: int, concurrency: int, latency_s: float) -> dic
             return [str(a["url"]) for a in body["assets"]]
 
         rates["get-bulk(100)"], found = await _blast(len(chunks), 8, bulk)
+        charge("get-bulk(100)", len(chunks))
         urls = [u for chunk in found for u in chunk]
 
         async def download(i: int) -> int:
@@ -98,21 +125,21 @@ async def _measure(base: str, n: int, concurrency: int, latency_s: float) -> dic
                 return len(await response.read())
 
         rates["cdn download"], _ = await _blast(len(urls), concurrency, download)
-    return rates
+        charge("cdn download", len(urls))
+    return rates, cpu_ms
 
 
 def measure(n: int = 2000, concurrency: int = 256, latency_s: float = 1.0) -> SimCapacity:
     with SimProcess(job_latency_s=latency_s, record_requests=False) as sim:
         cpu0 = sim.stats().cpu_s
         started = time.perf_counter()
-        rates = asyncio.run(_measure(sim.base_url, n, concurrency, latency_s))
+        rates, cpu_ms = asyncio.run(
+            _measure(sim.base_url, n, concurrency, latency_s, lambda: sim.stats().cpu_s)
+        )
         wall = time.perf_counter() - started
         cpu = sim.stats().cpu_s - cpu0
-    per_job = (
-        1 / rates["upload"]
-        + 1 / rates["submit"]
-        + 1 / rates["cdn download"]
-        + 1 / (50 * rates["list page"])
-        + 1 / (100 * rates["get-bulk(100)"])
-    )
-    return SimCapacity(rates, 1 / per_job, cpu, wall)
+
+    share = {"upload": 1, "submit": 1, "cdn download": 1, "list page": 50, "get-bulk(100)": 100}
+    jobs_per_s = 1 / sum(1 / (rates[kind] * jobs) for kind, jobs in share.items())
+    cpu_ms_per_job = sum(cpu_ms[kind] / jobs for kind, jobs in share.items())
+    return SimCapacity(rates, jobs_per_s, cpu, wall, cpu_ms, cpu_ms_per_job)

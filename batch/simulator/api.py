@@ -54,7 +54,8 @@ def build_api_app(sim: Simulator) -> web.Application:
             status = response.status
         except Dropped:
             response, status = drop(request), None
-        sim.record(make_record(request, "api", status, log_body(body), request.get(JOB_ID)))
+        if sim.logs_request(request.method, request.path):
+            sim.record(make_record(request, "api", status, log_body(body), request.get(JOB_ID)))
         return response
 
     app = web.Application(middlewares=[middleware], client_max_size=MAX_BODY)

@@ -38,7 +38,8 @@ def build_cdn_app(sim: Simulator) -> web.Application:
                 raise
             response = error(exc.status, exc.reason)
             status = response.status
-        sim.record(make_record(request, "cdn", status))
+        if sim.logs_request(request.method, request.path):
+            sim.record(make_record(request, "cdn", status))
         return response
 
     def check(request: web.Request) -> web.Response | None:

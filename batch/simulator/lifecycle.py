@@ -52,7 +52,8 @@ def _progress(created: float, plan: JobPlan, at: float) -> float:
     start, stop = created + _RUN_START * d, created + _RUN_END * d
     if at <= start:
         return 0.0
-    value = min(1.0, (at - start) / (stop - start))
+    # A duration below the clock's resolution can make stop == start: the run is over.
+    value = min(1.0, (at - start) / (stop - start)) if stop > start else 1.0
     return min(value, STALL_PROGRESS) if plan.stalls else value
 
 
@@ -74,3 +75,39 @@ def state_at(created: float, plan: JobPlan, now: float, canceled_at: float | Non
     status = history[-1][0]
     progress = 1.0 if status == "success" else _progress(created, plan, at)
     return JobState(status=status, progress=round(progress, 4), history=tuple(history))
+
+
+def last_transition(created: float, plan: JobPlan) -> float:
+    """When the job reaches its last status if nobody cancels it (its final `updated`)."""
+    d = plan.duration_s
+    if not plan.stalls:
+        return created + d
+    last = created
+    for status, frac in _PHASES:
+        if status == "finalizing":
+            break
+        last = created + frac * d
+    return last
+
+
+def status_at(
+    created: float, plan: JobPlan, now: float, canceled_at: float | None
+) -> tuple[str, float]:
+    """`(status, updated)` of `state_at(...)`, the same floats, without building the history."""
+    at = now if canceled_at is None else min(now, canceled_at)
+    d = plan.duration_s
+    end = created + d
+    if not plan.stalls and end <= at:
+        return ("failure" if plan.fails else "success"), end
+    if canceled_at is not None and canceled_at <= now and created <= canceled_at:
+        return "canceled", canceled_at
+    reached: tuple[str, float] | None = None
+    for status, frac in _PHASES:
+        t = created + frac * d
+        if t > at or (status == "finalizing" and (plan.fails or plan.stalls)):
+            break
+        reached = (status, t)
+    if reached is None:  # before its creation: let state_at answer (or fail) as it does
+        state = state_at(created, plan, now, canceled_at)
+        return state.status, state.updated
+    return reached

@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 
 from .log import RequestRecord
@@ -32,7 +33,21 @@ def error(
     body: dict[str, Any] = {"message": message}
     if details is not None:
         body["details"] = details
-    return web.json_response(body, status=status, headers=headers)
+    return json_response(body, status=status, headers=headers)
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """`web.json_response`, encoded with orjson (~5x faster; json for what orjson refuses,
+    such as integers past 64 bits echoed from a request)."""
+    try:
+        body = orjson.dumps(data)
+    except TypeError:
+        body = json.dumps(data).encode()
+    return web.Response(
+        body=body, status=status, headers=headers, content_type="application/json", charset="utf-8"
+    )
 
 
 def retry_headers(seconds: float) -> dict[str, str]:
@@ -68,6 +83,10 @@ async def json_body(request: web.Request) -> Any:
     if request.method != "POST" or not request.can_read_body:
         return None
     raw = await request.read()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass  # what orjson refuses but json reads (NaN, huge integers, UTF-16...)
     try:
         return json.loads(raw)
     except ValueError:

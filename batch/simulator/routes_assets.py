@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .responses import BODY, error
+from .responses import BODY, error, json_response
 from .shapes import asset_json, iso, upload_json
 from .state import TEAM_ID
 
@@ -74,14 +74,14 @@ class AssetRoutes:
             asset = self.sim.store.add_image(name, owner_of(request), data, self.sim.clock())
         except ValueError as exc:
             return error(400, f"image: {exc}")
-        return web.json_response({"asset": asset_json(asset, self.sim.asset_url(asset))})
+        return json_response({"asset": asset_json(asset, self.sim.asset_url(asset))})
 
     async def retrieve(self, request: web.Request) -> web.Response:
         asset_id = request.match_info["assetId"]
         payload = self._asset_payload(asset_id)
         if payload is None:
             return error(404, f"Asset {asset_id} not found")
-        return web.json_response({"asset": payload})
+        return json_response({"asset": payload})
 
     async def get_bulk(self, request: web.Request) -> web.Response:
         body = request[BODY]
@@ -92,7 +92,7 @@ class AssetRoutes:
             return error(400, f"assetIds: at most {MAX_BULK} ids per call, got {len(ids)}")
         # Unknown ids are left out silently: the caller must notice what is missing.
         found = [p for p in (self._asset_payload(i) for i in dict.fromkeys(ids)) if p is not None]
-        return web.json_response({"assets": found})
+        return json_response({"assets": found})
 
     async def create_upload(self, request: web.Request) -> web.Response:
         body = request[BODY]
@@ -132,7 +132,7 @@ class AssetRoutes:
             }
             for n in range(1, parts + 1)
         ]
-        return web.json_response({"upload": upload_json(upload, part_urls)})
+        return json_response({"upload": upload_json(upload, part_urls)})
 
     async def retrieve_upload(self, request: web.Request) -> web.Response:
         upload_id = request.match_info["uploadId"]
@@ -140,7 +140,7 @@ class AssetRoutes:
         if upload is None:
             return error(404, f"Upload {upload_id} not found")
         self.sim.store.settle_upload(upload, self.sim.clock(), self.sim.config.upload_processing_s)
-        return web.json_response({"upload": upload_json(upload)})
+        return json_response({"upload": upload_json(upload)})
 
     async def upload_action(self, request: web.Request) -> web.Response:
         upload_id = request.match_info["uploadId"]
@@ -155,4 +155,4 @@ class AssetRoutes:
             return error(400, f"Upload {upload_id} is {upload.status}, not pending")
         now = self.sim.clock()
         upload.status, upload.completed_at, upload.updated = "validating", now, now
-        return web.json_response({"upload": upload_json(upload)})
+        return json_response({"upload": upload_json(upload)})

@@ -10,7 +10,7 @@ from .config import MODEL_ID
 from .faults import JobPlan
 from .lifecycle import JobState
 from .listing import ListError, list_jobs
-from .responses import BODY, JOB_ID, Dropped, error
+from .responses import BODY, JOB_ID, Dropped, error, json_response
 from .routes_assets import owner_of
 from .shapes import job_json
 from .state import Job
@@ -28,7 +28,7 @@ class JobRoutes:
 
     def _answer(self, job: Job, state: JobState, status: int = 200) -> web.Response:
         cost = job.cost
-        return web.json_response(
+        return json_response(
             {
                 "job": job_json(job, state),
                 "creativeUnitsCost": cost,
@@ -100,7 +100,7 @@ class JobRoutes:
         job = self.sim.store.jobs.get(job_id)
         if job is None:
             return error(404, f"Job {job_id} not found")
-        return web.json_response({"job": job_json(job, job.state(self.sim.clock()))})
+        return json_response({"job": job_json(job, job.state(self.sim.clock()))})
 
     async def action(self, request: web.Request) -> web.Response:
         job_id = request.match_info["jobId"]
@@ -116,7 +116,7 @@ class JobRoutes:
         if state.finished:
             return error(400, f"Job {job_id} is {state.status} and can no longer be canceled")
         self.sim.store.cancel(job, now)
-        return web.json_response({"job": job_json(job, job.state(now))})
+        return json_response({"job": job_json(job, job.state(now))})
 
     async def list(self, request: web.Request) -> web.Response:
         sim = self.sim
@@ -131,4 +131,4 @@ class JobRoutes:
         body: dict[str, Any] = {"jobs": [job_json(job, state) for job, state in page]}
         if token is not None:
             body["nextPaginationToken"] = token
-        return web.json_response(body)
+        return json_response(body)

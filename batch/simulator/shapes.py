@@ -8,11 +8,21 @@ from typing import Any
 from .lifecycle import JobState
 from .state import AUTHOR_ID, Asset, Job, Upload
 
+# Formatted dates by timestamp: a job's few instants are formatted on every read of it.
+_ISO: dict[float, str] = {}
+_ISO_MAX = 1 << 18  # about 50k jobs' dates; past it the cache starts over
+
 
 def iso(t: float) -> str:
     """Epoch seconds -> `2023-02-03T11:19:41.579Z` (milliseconds, Z)."""
-    dt = datetime.fromtimestamp(t, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    text = _ISO.get(t)
+    if text is None:
+        dt = datetime.fromtimestamp(t, UTC)
+        text = dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+        if len(_ISO) >= _ISO_MAX:
+            _ISO.clear()
+        _ISO[t] = text
+    return text
 
 
 def asset_json(asset: Asset, url: str) -> dict[str, Any]:

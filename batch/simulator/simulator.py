@@ -109,6 +109,12 @@ class Simulator:
         elapsed = now - self.first_request_at
         return any(start <= elapsed < end for start, end in self.config.outage_windows)
 
+    def logs_request(self, method: str, path: str) -> bool:
+        """Whether a request to `path` goes in the log (skip building records that would not)."""
+        return self.config.record_requests or (
+            method == "POST" and path.startswith(request_log.GENERATE_PREFIX)
+        )
+
     def record(self, record: RequestRecord) -> None:
         if self.config.record_requests or record.is_generate:
             self.request_log.append(record)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import JobPlan
-from .images import OutputSpec, Renderer, inspect_image
-from .lifecycle import JobState, end_time, state_at
+from .images import OutputSpec, Renderer, inspect_image, png_size
+from .lifecycle import JobState, end_time, last_transition, state_at, status_at
 
 _ALPHABET = string.ascii_letters + string.digits
 TEAM_ID = "team_simulator"
@@ -72,9 +72,14 @@ class Job:
     output_ids: tuple[str, ...]
     cost: float
     canceled_at: float | None = None
+    last: float = 0.0  # when the last status is reached if never canceled (see Store.cancel)
 
     def state(self, now: float) -> JobState:
         return state_at(self.created, self.plan, now, self.canceled_at)
+
+    def status(self, now: float) -> tuple[str, float]:
+        """`(state.status, state.updated)` without building the state: for hot paths."""
+        return status_at(self.created, self.plan, now, self.canceled_at)
 
 
 class Store:
@@ -89,6 +94,11 @@ class Store:
         self.jobs: dict[str, Job] = {}
         self.job_order: list[Job] = []  # creation order == seq order
         self._created_times: list[float] = []
+        # Running max of `Job.last` in creation order (non-decreasing, so bisectable): every
+        # job before the first entry above t has had no status change after t...
+        self._last_max: list[float] = []
+        # ...except jobs canceled after their own `last` (a stalled job): kept here by seq.
+        self.late_cancels: dict[int, Job] = {}
         self._unfinished: set[str] = set()
         self._ends: list[tuple[float, int, str]] = []
 
@@ -123,7 +133,7 @@ class Store:
         if asset is None or asset.job_id is None:
             return asset
         job = self.jobs[asset.job_id]
-        return asset if job.state(now).status == "success" else None
+        return asset if job.status(now)[0] == "success" else None
 
     def asset_bytes(self, asset: Asset) -> bytes:
         """The file's bytes; outputs are drawn (and cached) on first use."""
@@ -134,8 +144,8 @@ class Store:
         reference = self.asset_bytes(self.assets[asset.output.reference_id])
         png = self._renderer.render(asset.output, reference)
         if not asset.size:
-            info = inspect_image(png)
-            asset.size, asset.width, asset.height = len(png), info.width, info.height
+            asset.size = len(png)
+            asset.width, asset.height = png_size(png)
         return png
 
     # uploads
@@ -234,10 +244,12 @@ class Store:
             input=body,
             output_ids=tuple(outputs),
             cost=cost,
+            last=last_transition(created, plan),
         )
         self.jobs[job.id] = job
         self.job_order.append(job)
         self._created_times.append(created)
+        self._last_max.append(max(job.last, self._last_max[-1]) if self._last_max else job.last)
         self._unfinished.add(job.id)
         heapq.heappush(self._ends, (end_time(created, plan), job.seq, job.id))
         return job
@@ -245,6 +257,13 @@ class Store:
     def cancel(self, job: Job, now: float) -> None:
         job.canceled_at = now
         self._unfinished.discard(job.id)
+        if now > job.last:
+            self.late_cancels[job.seq] = job
+
+    def first_updated_after(self, t: float) -> int:
+        """Index in `job_order` before which no job had a status change after `t`, apart
+        from `late_cancels`: their `canceled` status may be later than the bound says."""
+        return bisect.bisect_right(self._last_max, t)
 
     def unfinished_count(self, now: float) -> int:
         """Jobs not yet success/failure/canceled: amortised O(1) via a heap of end times."""
