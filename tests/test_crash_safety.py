@@ -208,39 +208,48 @@ async def test_second_interrupt_exits_at_once_without_corruption(
 def test_directory_sync_covers_every_rename_with_fewer_fsyncs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Threads renaming into one directory share fsyncs, yet each returns only after an
-    fsync that began after its own rename has finished."""
+    """Renames announced while an fsync is under way share the next one, and each caller
+    returns only after an fsync that began after its own rename has finished."""
     import threading
     import time
 
     import batch.durable
 
     spans: list[tuple[float, float]] = []
+    first_started, first_may_finish = threading.Event(), threading.Event()
 
-    def slow_fsync(directory: Path) -> None:
+    def fsync(directory: Path) -> None:
         start = time.monotonic()
-        time.sleep(0.002)
+        if not first_started.is_set():
+            first_started.set()
+            assert first_may_finish.wait(10)  # hold the first fsync while others arrive
         spans.append((start, time.monotonic()))
 
-    monkeypatch.setattr(batch.durable, "fsync_directory", slow_fsync)
+    monkeypatch.setattr(batch.durable, "fsync_directory", fsync)
     syncer = batch.durable.DirectorySync(tmp_path)
     calls: list[tuple[float, float]] = []
     guard = threading.Lock()
 
-    def worker() -> None:
-        for _ in range(40):
-            renamed = time.monotonic()
-            syncer.after_rename()
-            with guard:
-                calls.append((renamed, time.monotonic()))
+    def rename_and_sync() -> None:
+        renamed = time.monotonic()
+        syncer.after_rename()
+        with guard:
+            calls.append((renamed, time.monotonic()))
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
+    first = threading.Thread(target=rename_and_sync)
+    first.start()
+    assert first_started.wait(10)
+    others = [threading.Thread(target=rename_and_sync) for _ in range(7)]
+    for thread in others:
         thread.start()
-    for thread in threads:
+    deadline = time.monotonic() + 10
+    while syncer._renamed < 8 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    first_may_finish.set()
+    for thread in [first, *others]:
         thread.join()
 
-    assert len(calls) == 320
-    assert syncer.syncs == len(spans) < 320 / 2, syncer.syncs
+    assert len(calls) == 8
+    assert syncer.syncs == len(spans) == 2  # the held one, then one for the seven
     for renamed, returned in calls:
         assert any(renamed <= start and end <= returned for start, end in spans)
