@@ -567,12 +567,18 @@ class LedgerWriter:
 
     async def append(self, record: Mapping[str, Any]) -> None:
         """Append one record; returns when it is durable."""
+        await self.append_soon(record)
+
+    def append_soon(self, record: Mapping[str, Any]) -> asyncio.Future[None]:
+        """Queue one record (written in order with all others); the future completes when
+        it is durable, or carries the write's error. Await it before anything that needs
+        the record on disk."""
         loop = asyncio.get_running_loop()
-        mine: asyncio.Future[None] = loop.create_future()
-        self._pending.append((_encode(record), mine))
+        durable: asyncio.Future[None] = loop.create_future()
+        self._pending.append((_encode(record), durable))
         if self._writing is None:
             self._write_pending(loop)
-        await mine
+        return durable
 
     def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._fd is None:

@@ -127,6 +127,7 @@ class Run:
         self.reconciler = Reconciler(client, self._is_claimed)
         self.downloads = asyncio.Semaphore(options.download_parallel)
         self.directory_sync = DirectorySync(options.out_dir)  # one fsync covers many renames
+        self._submitted_writes: dict[str, asyncio.Future[None]] = {}  # item id -> durable
         # A job slot covers the job only (bench/RESULTS.md): references are uploaded ahead
         # of it, and the slot is handed back once the job is final, before the download.
         self._finishing = asyncio.Semaphore(options.concurrency)  # items past their job
@@ -230,6 +231,9 @@ class Run:
             self.summary.unfinished += 1
             self.progress.item_finished(ok=False)
         finally:
+            written = self._submitted_writes.pop(item.id, None)
+            if written is not None:  # the item ended first: the writer still writes it
+                written.add_done_callback(_ignore_outcome)
             if item.id in self._slot_returned:
                 self._slot_returned.discard(item.id)
                 self._finishing.release()
@@ -257,6 +261,9 @@ class Run:
                 job_id, since = await self._submit(item)
                 attempts += 1
             final = await self._wait_for_job(item, job_id, since)
+            written = self._submitted_writes.pop(item.id, None)
+            if written is not None:
+                await written  # long done by now; raises if the write failed
             job = final.job
             if job.status == "success":
                 await self._return_slot(item)
@@ -338,7 +345,10 @@ class Run:
         job = submitted.job
         self._claimed.add(job.job_id)
         self._spent += submitted.cost or 0.0
-        await self._record(
+        # Not awaited here: the job runs meanwhile, and `submitting` (durable before the
+        # call) already lets a resume find the job should this record be lost to a kill.
+        # `_process` waits for it once the job is final.
+        self._submitted_writes[item.id] = self._record_soon(
             item,
             state="submitted",
             jobId=job.job_id,
@@ -515,10 +525,16 @@ class Run:
                 self.state.apply(record)
 
     async def _record(self, item: Item, **fields: Any) -> None:
+        await self._record_soon(item, **fields)
+
+    def _record_soon(self, item: Item, **fields: Any) -> asyncio.Future[None]:
+        """Queue a record for the item; the future says when it is durable (see
+        `LedgerWriter.append_soon`)."""
         record = {"type": "item", "id": item.id, "fp": item.fingerprint, **fields}
         record = {k: v for k, v in record.items() if v is not None}
-        await self.writer.append(record)
+        durable = self.writer.append_soon(record)
         self.state.apply(record)
+        return durable
 
     def _is_claimed(self, job_id: str) -> bool:
         return job_id in self._claimed
@@ -531,6 +547,12 @@ async def _urls_of(final: Finished) -> dict[str, str]:
             return await asyncio.shield(final.urls)
     except TimeoutError:
         return {}
+
+
+def _ignore_outcome(future: asyncio.Future[None]) -> None:
+    """Mark a future's error as seen (it was reported elsewhere or no longer matters)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _decisive(group: BaseExceptionGroup[BaseException]) -> BaseException:

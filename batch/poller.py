@@ -38,7 +38,7 @@ _ISO_MS_LEN = len("2026-01-01T00:00:00.000Z")
 
 @dataclass(frozen=True, slots=True)
 class PollPolicy:
-    min_interval_s: float = 0.1
+    min_interval_s: float = 0.05
     max_interval_s: float = 10.0
     initial_interval_s: float = 1.0
     fraction_of_job: float = 0.1  # poll every tenth of a typical job's duration
@@ -48,7 +48,7 @@ class PollPolicy:
     overlap_s: float = 2.0  # first read: this much before our own submit time (clock skew)
     settle_s: float = 0.5  # later reads: this much before the newest update the API showed
     sweep_every_s: float = 2.0  # ticks between sweeps ask only for jobs that succeeded
-    requests_per_job: float = 0.25  # poll budget per finished job when polling faster
+    requests_per_job: float = 0.35  # poll budget per finished job when polling faster
 
 
 @dataclass(frozen=True, slots=True)
