@@ -157,10 +157,10 @@ class _Spool:
 
     async def finish(self) -> bytes | None:
         """The whole body if it stayed in memory; None if it is in the temp file."""
-        self._settling = True
         if self._file is not None:
-            await self._file.close()
-            self._file = None
+            handle, self._file = self._file, None
+            await handle.close()  # if this fails, `discard` still removes the temp file
+        self._settling = True
         return None if self._spilled else b"".join(self._chunks)
 
     async def discard(self) -> None:

@@ -217,7 +217,10 @@ class Poller:
                 seen[job_id] = await self._client.get_job(job_id)
                 self.stats.direct_requests += 1
         else:
-            await self._read_list(seen, sweep=self._sweep_due())
+            sweep = self._sweep_due()
+            if sweep:
+                self._last_sweep = self._clock()
+            await self._read_list(seen, sweep=sweep)
             patience = self._stale_after_ticks()
             stale = [
                 w.job_id
@@ -271,13 +274,9 @@ class Poller:
         the jobs that changed, so a third of the pages. Every `sweep_every_s` (and on
         every tick when ticks are that far apart) one read asks for every status, which
         catches failed and canceled jobs and shows which running jobs are still moving."""
-        now = self._clock()
-        if self._last_sweep is not None and now - self._last_sweep < max(
-            self._policy.sweep_every_s, self.interval
-        ):
-            return False
-        self._last_sweep = now
-        return True
+        if self._last_sweep is None:
+            return True
+        return self._clock() - self._last_sweep >= max(self._policy.sweep_every_s, self.interval)
 
     async def _read_list(self, seen: dict[str, JobView], *, sweep: bool) -> None:
         newest: dt.datetime | None = None

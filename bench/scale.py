@@ -24,28 +24,24 @@ class Timed:
     base_rss_mb: float  # the same process before the work started
 
 
-def _rss_mb() -> float:
-    return peak_rss_mb()
-
-
 def _validate(path: Path, conn: Any) -> None:
     from batch.manifest import load_manifest
 
-    base = _rss_mb()
+    base = peak_rss_mb()
     started = time.perf_counter()
     manifest = load_manifest(path)
     seconds = time.perf_counter() - started
-    conn.send(asdict(Timed("validate", len(manifest.items), seconds, _rss_mb(), base)))
+    conn.send(asdict(Timed("validate", len(manifest.items), seconds, peak_rss_mb(), base)))
 
 
 def _load_ledger(directory: Path, conn: Any) -> None:
     from batch.ledger import load_state
 
-    base = _rss_mb()
+    base = peak_rss_mb()
     started = time.perf_counter()
     state = load_state(directory)
     seconds = time.perf_counter() - started
-    conn.send(asdict(Timed("ledger load", len(state.items), seconds, _rss_mb(), base)))
+    conn.send(asdict(Timed("ledger load", len(state.items), seconds, peak_rss_mb(), base)))
 
 
 def _in_child(target: Any, arg: Path) -> Timed:
