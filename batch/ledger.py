@@ -16,9 +16,11 @@ States of an item, in order: planned -> submitting -> submitted -> succeeded | f
 state is `submitting` may or may not have a job, and must be reconciled, never resubmitted
 blindly.
 
-Loading 100,000 items fast: when the writer closes it leaves `ledger.snapshot.json`, the
-replayed state of the ledger so far; a load starts from it and replays only later lines.
-It is a cache, checked against the ledger and ignored at the least doubt (see `_Snapshot`).
+Loading 100,000 items fast: `ledger.snapshot.json` holds the replayed state of the ledger's
+first bytes; a load starts from it and replays only later lines. The writer leaves one when
+it closes, and has one written every 16 MiB of appends meanwhile (`batch.checkpoint`), so a
+run killed mid-way resumes fast too. It is a cache, checked against the ledger and ignored at
+the least doubt (see `_Snapshot`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from batch.checkpoint import CHECKPOINT_BYTES, Checkpointer
 from batch.durable import fsync_directory, write_atomically
 from batch.errors import LedgerError, LockedError, UnusableOutputError
 
@@ -269,15 +272,18 @@ def load_state(directory: Path) -> LedgerState:
     return _replay(directory)[0]
 
 
-def _replay(directory: Path, *, tail_hash: bool = False) -> tuple[LedgerState, int, str]:
+def _replay(
+    directory: Path, *, tail_hash: bool = False, live: bool = False
+) -> tuple[LedgerState, int, str]:
     """The state, the size of the ledger's complete lines (what a snapshot may cover) and,
-    if asked, the hash of their end ("" otherwise)."""
+    if asked, the hash of their end ("" otherwise). `live`: a writer may be appending, so
+    an unfinished last line is one being written, not a torn one."""
     path = directory / LEDGER_NAME
     if not os.path.lexists(path):
         return LedgerState(), 0, ""
     try:
         with _gc_paused():
-            return _replay_open(path, directory, tail_hash)
+            return _replay_open(path, directory, tail_hash, live)
     except OSError as exc:
         raise LedgerError(f"cannot read ledger {path}: {exc.strerror or exc}") from exc
 
@@ -296,7 +302,9 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _replay_open(path: Path, directory: Path, tail_hash: bool) -> tuple[LedgerState, int, str]:
+def _replay_open(
+    path: Path, directory: Path, tail_hash: bool, live: bool
+) -> tuple[LedgerState, int, str]:
     """The snapshot if it matches, then every complete line after it."""
     fd = open_in_out_dir(path, os.O_RDONLY)
     try:
@@ -304,7 +312,7 @@ def _replay_open(path: Path, directory: Path, tail_hash: bool) -> tuple[LedgerSt
         apply = state.apply
         for raw in _lines(fd, end):
             if raw is None:  # a torn last line: not covered, the writer cuts it
-                state.torn_lines += 1
+                state.torn_lines += not live
                 break
             end += len(raw) + 1
             record = _decode(raw)
@@ -324,6 +332,12 @@ def _tail_sha256(fd: int, end: int) -> str:
     if len(data) != end - start:
         raise ValueError("ledger shorter than the snapshot")
     return hashlib.sha256(data).hexdigest()
+
+
+def write_snapshot(directory: Path, *, live: bool = False) -> None:
+    """Bring `ledger.snapshot.json` up to the ledger's complete lines (`live`: while a
+    writer may still be appending, as a checkpoint does)."""
+    _Snapshot.write(directory, live=live)
 
 
 SNAPSHOT_NAME: Final = "ledger.snapshot.json"
@@ -395,9 +409,9 @@ class _Snapshot:
             os.close(fd)
 
     @staticmethod
-    def write(directory: Path) -> None:
+    def write(directory: Path, *, live: bool = False) -> None:
         """Replay the ledger (from the last snapshot on) and write a snapshot of it."""
-        state, size, tail = _replay(directory, tail_hash=True)
+        state, size, tail = _replay(directory, tail_hash=True, live=live)
         if size == 0:
             return
         with _gc_paused():
@@ -523,13 +537,14 @@ class LedgerWriter:
     is never lost to a Ctrl-C.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, checkpoint_every: int = CHECKPOINT_BYTES) -> None:
         self.path = directory / LEDGER_NAME
         self._fd: int | None = None
         self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
         self._writing: concurrent.futures.Future[None] | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._file_lock = threading.Lock()
+        self._checkpointer = Checkpointer(directory, checkpoint_every)
 
     def open(self) -> None:
         self._fd = open_in_out_dir(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
@@ -538,11 +553,16 @@ class LedgerWriter:
         except OSError as exc:
             raise LedgerError(f"cannot open ledger {self.path}: {exc.strerror or exc}") from exc
         fsync_directory(self.path.parent)
+        # A checkpoint killed with its run leaves its temp file (this run holds the lock).
+        for stale in self.path.parent.glob(f".{SNAPSHOT_NAME}.tmp-*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
     def close(self) -> None:
         """Finish the write under way, write whatever is still queued, then close."""
         if self._fd is None:
             return
+        self._checkpointer.close()  # the snapshot written below supersedes its work
         batch, self._pending = self._pending, []
         if self._writing is not None:
             # Its own completion callback reports any error to its appenders.
@@ -556,6 +576,10 @@ class LedgerWriter:
         # The snapshot is a cache: failing to write it never fails a close (loads replay).
         with contextlib.suppress(Exception):
             _Snapshot.write(self.path.parent)
+
+    def wait_for_checkpoint(self, timeout: float) -> bool:
+        """Wait for a checkpoint under way (see `batch.checkpoint`); False on timeout."""
+        return self._checkpointer.wait(timeout)
 
     def append_now(self, record: Mapping[str, Any]) -> None:
         """Write one record synchronously (start-up, shutdown, tests)."""
@@ -615,6 +639,7 @@ class LedgerWriter:
                 raise LedgerError(
                     f"cannot write ledger {self.path}: {exc.strerror or exc}"
                 ) from exc
+            self._checkpointer.wrote(len(data))
 
 
 def _settle(batch: list[tuple[bytes, asyncio.Future[None]]], error: BaseException | None) -> None:

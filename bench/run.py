@@ -142,6 +142,7 @@ def targets(
     for key, how in (
         ("ledger", "full replay, no snapshot"),
         ("ledger_snapshot", "as a finished run leaves it"),
+        ("ledger_killed", "as a run killed mid-way leaves it"),
     ):
         if key in timed:
             t = timed[key]
@@ -231,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             timed["ledger"] = scale.ledger_load(Path(tmp) / "l", plan.ledger_items)
             timed["ledger_snapshot"] = scale.ledger_load(
                 Path(tmp) / "s", plan.ledger_items, snapshot=True
+            )
+            timed["ledger_killed"] = scale.ledger_load(
+                Path(tmp) / "k", plan.ledger_items, killed=True
             )
             print("\n## Scale\n\n| what | count | seconds | peak RSS MB | RSS before MB |")
             print("|---|---|---|---|---|")

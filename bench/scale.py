@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,63 +62,100 @@ def manifest_validate(root: Path, images: int, prompts: int) -> Timed:
     return _in_child(_validate, path)
 
 
-def write_ledger(directory: Path, items: int, images: int = 1000) -> int:
-    """A ledger as a finished run leaves it: per item planned, submitting, submitted,
-    succeeded (with its file); plus the uploads of the shared images. Returns its size."""
-    directory.mkdir(parents=True, exist_ok=True)
+def _ledger_records(items: int, images: int) -> Iterator[dict[str, Any]]:
+    """A finished run's records: per item planned, submitting, submitted, succeeded (with
+    its file); plus the uploads of the shared images."""
     ts = "2026-11-25T18:00:00.000Z"
-    path = directory / "ledger.jsonl"
-    handle = path.open("w")
-
-    def add(record: dict[str, Any]) -> None:
-        handle.write(json.dumps({"ts": ts, **record}, separators=(",", ":")) + "\n")
-
-    add({"type": "run", "event": "start", "manifest": "manifest.yaml", "items": items})
+    yield {"ts": ts, "type": "run", "event": "start", "manifest": "manifest.yaml", "items": items}
     for index in range(images):
         key = hashlib.sha256(str(index).encode()).hexdigest()
-        add(
-            {
-                "type": "asset",
-                "key": f"file:/data/images/img{index:06d}.png:900:1",
-                "assetId": f"asset_r{index}",
-            }
-        )
-        add({"type": "asset", "key": f"sha256:{key}", "assetId": f"asset_r{index}"})
+        asset = f"asset_r{index}"
+        path_key = f"file:/data/images/img{index:06d}.png:900:1"
+        yield {"ts": ts, "type": "asset", "key": path_key, "assetId": asset}
+        yield {"ts": ts, "type": "asset", "key": f"sha256:{key}", "assetId": asset}
     for index in range(items):
-        item = {"type": "item", "id": f"bench-p{index // images}-img{index % images:06d}"}
+        item = {"ts": ts, "type": "item", "id": f"bench-p{index // images}-img{index % images:06d}"}
         item["fp"] = hashlib.sha256(item["id"].encode()).hexdigest()
         job, out = f"job_{index:012d}", f"asset_o{index:012d}"
-        add({**item, "state": "planned", "prompt": f"Turn it into a watercolor number {index}"})
-        add(
-            {
-                **item,
-                "state": "submitting",
-                "submittedAt": ts,
-                "references": [f"asset_r{index % images}"],
-            }
-        )
-        add({**item, "state": "submitted", "jobId": job, "cost": 5.0, "createdAt": ts})
+        yield {**item, "state": "planned", "prompt": f"Turn it into a watercolor number {index}"}
+        yield {
+            **item,
+            "state": "submitting",
+            "submittedAt": ts,
+            "references": [f"asset_r{index % images}"],
+        }
+        yield {**item, "state": "submitted", "jobId": job, "cost": 5.0, "createdAt": ts}
         files = [
             {"path": f"{item['id']}_0.png", "sha256": item["fp"], "size": 48213, "assetId": out}
         ]
-        add(
-            {
-                **item,
-                "state": "succeeded",
-                "jobId": job,
-                "assetIds": [out],
-                "files": files,
-                "cuCost": 5.0,
-            }
-        )
-    add({"type": "run", "event": "end", "succeeded": items, "failed": 0, "unfinished": 0})
-    handle.close()
+        yield {
+            **item,
+            "state": "succeeded",
+            "jobId": job,
+            "assetIds": [out],
+            "files": files,
+            "cuCost": 5.0,
+        }
+    yield {
+        "ts": ts,
+        "type": "run",
+        "event": "end",
+        "succeeded": items,
+        "failed": 0,
+        "unfinished": 0,
+    }
+
+
+def write_ledger(directory: Path, items: int, images: int = 1000) -> int:
+    """A finished run's ledger, written directly (no writer: no snapshot). Returns its size."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "ledger.jsonl"
+    with path.open("w") as handle:
+        for record in _ledger_records(items, images):
+            handle.write(json.dumps(record, separators=(",", ":")) + "\n")
     return path.stat().st_size
 
 
-def ledger_load(root: Path, items: int, *, snapshot: bool = False) -> Timed:
+def _killed_run(directory: Path, conn: Any) -> None:
+    """Write the ledger as a run does (through the writer, which checkpoints every 16 MiB),
+    then die without closing it, as a kill -9 would."""
+    from batch.ledger import LedgerWriter
+
+    items = int((directory / "items").read_text())
+    writer = LedgerWriter(directory)
+    writer.open()
+    batch: list[dict[str, Any]] = []
+    for record in _ledger_records(items, 1000):
+        batch.append(record)
+        if len(batch) == 512:  # about a second of a C=256 run's records
+            writer.append_many(batch)
+            batch = []
+            # A run appends ~150 KB/s: checkpoints (seconds each) keep up with it. Writing
+            # flat out here would outrun them, so wait for the one under way, if any.
+            writer.wait_for_checkpoint(600)
+    writer.append_many(batch)
+    writer.wait_for_checkpoint(600)  # no checkpoint left to land during the load
+    conn.send(asdict(Timed("killed run", items, 0.0, 0.0, 0.0)))
+    os._exit(0)
+
+
+def ledger_load(root: Path, items: int, *, snapshot: bool = False, killed: bool = False) -> Timed:
     """Load time of a finished run's ledger. With `snapshot`, the writer is opened and
-    closed once first, as at the end of every run, which leaves ledger.snapshot.json."""
+    closed once first, as at the end of every run, which leaves ledger.snapshot.json.
+    With `killed`, the ledger is written by a run killed before its end: the last
+    checkpoint and the lines after it."""
+    if killed:
+        (root / "ledger").mkdir(parents=True)
+        (root / "ledger" / "items").write_text(str(items))
+        _in_child(_killed_run, root / "ledger")
+        timed = _in_child(_load_ledger, root / "ledger")
+        snapshot_path = root / "ledger" / "ledger.snapshot.json"
+        covered = 0  # below the first checkpoint's mark there is no snapshot yet
+        if snapshot_path.exists():
+            covered = json.loads(snapshot_path.open("rb").readline())["ledgerSize"]
+        tail = (root / "ledger" / "ledger.jsonl").stat().st_size - covered
+        timed.what = f"ledger load (killed run: last checkpoint + {tail / 2**20:.1f} MiB after it)"
+        return timed
     write_ledger(root / "ledger", items)
     if snapshot:
         from batch.ledger import LedgerWriter

@@ -27,3 +27,6 @@ def test_bench_scale_figures(tmp_path: Path) -> None:
     """The scale helpers validate a bulk manifest and replay a synthetic ledger in a child."""
     assert manifest_validate(tmp_path / "m", 5, 2).count == 10
     assert ledger_load(tmp_path / "l", 20).count == 20
+    killed = ledger_load(tmp_path / "k", 20, killed=True)
+    assert killed.count == 20
+    assert "killed run" in killed.what

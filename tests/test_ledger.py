@@ -314,12 +314,8 @@ def _two_runs(directory: Path) -> bytes:
     return _write(directory, records[6:])
 
 
-def test_snapshot_is_used_for_the_lines_it_covers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With a snapshot, only the lines written after it are decoded, and the state is exact."""
-    data = _two_runs(tmp_path)
-    (tmp_path / LEDGER_NAME).write_bytes(data + b'{"type": "item", "id": "b", "fp": "f2", "st')
+def count_decoded_lines(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """From now on, every ledger line a load decodes is appended to the returned list."""
     decoded: list[bytes] = []
     real = ledger_module._decode
 
@@ -328,6 +324,16 @@ def test_snapshot_is_used_for_the_lines_it_covers(
         return real(raw)
 
     monkeypatch.setattr(ledger_module, "_decode", counting)
+    return decoded
+
+
+def test_snapshot_is_used_for_the_lines_it_covers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a snapshot, only the lines written after it are decoded, and the state is exact."""
+    data = _two_runs(tmp_path)
+    (tmp_path / LEDGER_NAME).write_bytes(data + b'{"type": "item", "id": "b", "fp": "f2", "st')
+    decoded = count_decoded_lines(monkeypatch)
     # The second close snapshotted all ten lines: nothing left to decode but the torn tail
     # (which is never decoded).
     state = load_state(tmp_path)

@@ -1,0 +1,121 @@
+"""Checkpoints: a snapshot kept close behind a growing ledger, written by a child process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch.checkpoint import Checkpointer
+from batch.ledger import LEDGER_NAME, SNAPSHOT_NAME, LedgerWriter, load_state, write_snapshot
+from tests.test_ledger import _reference_replay, count_decoded_lines
+
+
+def _item_records(count: int) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for index in range(count):
+        item = {"type": "item", "id": f"item-{index:04d}", "fp": f"fp{index}"}
+        records.append({**item, "state": "planned", "prompt": "make it blue " * 4})
+        records.append({**item, "state": "submitting", "submittedAt": "t"})
+        records.append({**item, "state": "submitted", "jobId": f"job_{index}", "cost": 5})
+        if index % 7 == 0:
+            records.append({**item, "state": "failed", "error": "nope"})
+    return records
+
+
+def _header(directory: Path) -> dict[str, Any]:
+    first = (directory / SNAPSHOT_NAME).read_bytes().split(b"\n", 1)[0]
+    header: dict[str, Any] = json.loads(first)
+    return header
+
+
+def test_a_killed_run_leaves_a_checkpoint_close_behind_its_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends past the mark start a checkpoint; a load after a kill (no close) uses it and
+    replays only the lines after it, to the same state as a full replay."""
+    every = 4096
+    writer = LedgerWriter(tmp_path, checkpoint_every=every)
+    writer.open()
+    records = _item_records(300)
+    for start in range(0, len(records), 25):
+        writer.append_many(records[start : start + 25])
+        assert writer.wait_for_checkpoint(60)  # one at a time; wait so each mark starts one
+    writer.append_many(_item_records(1))  # below the mark: left for the replay
+    data = (tmp_path / LEDGER_NAME).read_bytes()
+    covered = _header(tmp_path)["ledgerSize"]
+    assert data[covered - 1 : covered] == b"\n"
+    assert len(data) - covered < 2 * every  # at most the mark plus one batch behind
+
+    decoded = count_decoded_lines(monkeypatch)
+    state = load_state(tmp_path)  # as the next run would, with no close having happened
+    assert repr(state) == repr(_reference_replay(data))
+    assert 3 <= len(decoded) < len(records) / 4
+    writer.close()
+
+
+def test_a_checkpoint_covers_only_complete_lines_and_counts_no_torn_one(tmp_path: Path) -> None:
+    """A checkpoint reads while the writer appends: a last line still being written is left
+    for later, not counted as torn."""
+    lines = [json.dumps(r).encode() + b"\n" for r in _item_records(20)]
+    head = b"".join(lines[:-1])
+    (tmp_path / LEDGER_NAME).write_bytes(head + lines[-1][:10])
+    write_snapshot(tmp_path, live=True)
+    assert _header(tmp_path)["ledgerSize"] == len(head)
+    data = head + lines[-1]
+    (tmp_path / LEDGER_NAME).write_bytes(data)
+    state = load_state(tmp_path)
+    assert state.torn_lines == 0
+    assert repr(state) == repr(_reference_replay(data))
+
+
+def test_a_checkpoint_child_writes_the_snapshot(tmp_path: Path) -> None:
+    """The real child process (`python -m batch.checkpoint`), run as the writer runs it."""
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in _item_records(30))
+    (tmp_path / LEDGER_NAME).write_bytes(data)
+    checkpointer = Checkpointer(tmp_path, every_bytes=1)
+    checkpointer.wrote(1)
+    assert checkpointer.wait(60)
+    assert _header(tmp_path)["ledgerSize"] == len(data)
+    checkpointer.close()
+
+
+def test_close_stops_a_checkpoint_under_way(tmp_path: Path) -> None:
+    """Closing the writer does not wait out a slow checkpoint: it stops it."""
+    checkpointer = Checkpointer(tmp_path, every_bytes=10)
+    checkpointer.command = lambda: [sys.executable, "-c", "import time; time.sleep(120)"]  # type: ignore[method-assign]
+    checkpointer.wrote(10)
+    assert not checkpointer.wait(0.5)  # running
+    started = time.monotonic()
+    checkpointer.close()
+    assert time.monotonic() - started < 60  # a hang guard, not a speed target
+    checkpointer.wrote(100)  # after close nothing starts
+    assert checkpointer.wait(0.1)
+
+
+def test_the_checkpoint_child_gets_no_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SCENARIO_SDK_API_SECRET", "s3cret")
+    probe = "import os, sys; sys.exit(3 if 's3cret' in repr(dict(os.environ)) else 4)"
+    checkpointer = Checkpointer(tmp_path, every_bytes=1)
+    checkpointer.command = lambda: [sys.executable, "-c", probe]  # type: ignore[method-assign]
+    with caplog.at_level(logging.DEBUG, logger="batch.checkpoint"):
+        checkpointer.wrote(1)
+        assert checkpointer.wait(60)
+    assert "exited 4" in caplog.text
+    checkpointer.close()
+
+
+def test_open_removes_the_temp_file_of_a_killed_checkpoint(tmp_path: Path) -> None:
+    stale = tmp_path / f".{SNAPSHOT_NAME}.tmp-0123456789ab"
+    stale.write_bytes(b"half a snapshot")
+    writer = LedgerWriter(tmp_path)
+    writer.open()
+    assert not stale.exists()
+    writer.close()
