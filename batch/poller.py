@@ -15,6 +15,16 @@ stands in for it (a job that has run for a seconds takes at least a seconds). Wh
 jobs finish every second it polls faster, down to `min_interval_s`, as long as a tick's
 requests stay shared by enough finished jobs (`requests_per_job`): a busy run loses less
 time per job at the same cost per job.
+
+When few jobs finish per second, so that ticks at that cadence would cost well over
+`requests_per_job` per finished job, ticks that could find nothing are skipped. From the
+durations the API reports for recent jobs the poller knows when a job is *due*: started +
+the 97th percentile, or one interval after the 5th percentile if that is sooner (when
+durations vary widely, waiting for the 97th would keep early finishers waiting). While no
+job in flight is due it sleeps until the first one is, then keeps the cadence. With
+steady durations, jobs sent together are then seen together by one tick, and their
+successors go out together again: a tick serves a whole group instead of one or two jobs,
+for a similar wait (on average about half the spread of durations).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import datetime as dt
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,6 +45,7 @@ from batch.errors import ApiError, CredentialsError, OutageError
 log = logging.getLogger(__name__)
 
 _ISO_MS_LEN = len("2026-01-01T00:00:00.000Z")
+_DEAR = 2.0  # margin over the budget: the averages it compares move from tick to tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +61,11 @@ class PollPolicy:
     settle_s: float = 0.5  # later reads: this much before the newest update the API showed
     sweep_every_s: float = 2.0  # ticks between sweeps ask only for jobs that succeeded
     requests_per_job: float = 0.35  # poll budget per finished job when polling faster
+    due_samples: int = 100  # recent durations (API clock) that say when a job is due
+    due_min_samples: int = 8  # fewer known durations: no due times, only the cadence
+    due_quantile: float = 0.97  # a job is due when this share of recent jobs had finished
+    early_quantile: float = 0.05  # ... or an interval after this share had, if sooner
+    gather_fraction: float = 0.25  # a tick waits this share of an interval for jobs due soon
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +117,16 @@ class Poller:
         self._changed = asyncio.Event()
         self._stopped = False
         self._typical_s: float | None = None
+        self._durations: deque[float] = deque(maxlen=self._policy.due_samples)
+        self._due_after: tuple[float, float] | None = None  # (early, due) quantiles of durations
         self._last_tick_s = 0.0
-        self._rate: float = 0.0  # jobs finished per second (slow-moving average)
+        # Two measures of how many jobs finish per second. The cadence was tuned with the
+        # average of per-tick rates, which reads low when ticks are uneven (a short tick
+        # that finds nothing weighs as much as a long one that finds many); what a tick
+        # costs per finished job is judged with the true rate, the ratio of the averages.
+        self._rate: float = 0.0
+        self._finished_per_tick = 0.0
+        self._seconds_per_tick = 0.0
         self._tick_requests: float = 1.0  # requests per tick (slow-moving average)
         self._last_tick: float | None = None
         self.stats = PollStats()
@@ -166,8 +191,7 @@ class Poller:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=1.0)
                 continue
-            # Ticks keep a steady cadence: the time a tick took counts against the next wait.
-            await self._sleep(max(0.0, self.interval - self._last_tick_s))
+            await self._sleep(self._wait_s())
             if self._stopped:
                 break
             started = self._clock()
@@ -183,6 +207,34 @@ class Poller:
                 log.warning("polling failed this tick, will try again: %s", exc)
             finally:
                 self._last_tick_s = self._clock() - started
+
+    def _wait_s(self) -> float:
+        """Until the next tick: the cadence, or longer while no job in flight is due."""
+        # Ticks keep a steady cadence: the time a tick took counts against the next wait.
+        cadence = max(0.0, self.interval - self._last_tick_s)
+        if self._due_after is None or not self._cadence_too_dear():
+            return cadence
+        early, due = self._due_after
+        interval = self.interval
+        due_after = min(due, early + interval)
+        starts = [w.started for w in self._watches.values()]
+        first = min(starts)
+        # Jobs sent just after the first (one tick's successors go out over a few tens of
+        # ms) are waited for, so that their group stays one group.
+        gather = self._policy.gather_fraction * interval
+        last = max(t for t in starts if t <= first + gather)
+        return min(self._policy.max_interval_s, max(cadence, last + due_after - self._clock()))
+
+    def _cadence_too_dear(self) -> bool:
+        """Whether ticks at the cadence cost well over `requests_per_job` per finished job
+        (few jobs finish per second, so the latency rule sets the pace). On a busy run
+        the cadence is already within that budget, and waiting for due jobs would only
+        add to their wait."""
+        finished_per_s = self._finished_per_tick / max(self._seconds_per_tick, 1e-9)
+        if finished_per_s <= 0:
+            return True
+        cost = self._tick_requests / (finished_per_s * self.interval)
+        return cost > _DEAR * self._policy.requests_per_job
 
     async def _sleep(self, seconds: float) -> None:
         self._changed.clear()
@@ -204,8 +256,10 @@ class Poller:
             now = self._clock()
             self._tick_requests = 0.8 * self._tick_requests + 0.2 * (self.stats.requests - before)
             if self._last_tick is not None and now > self._last_tick:
-                rate = (self.stats.finished - finished_before) / (now - self._last_tick)
-                self._rate = 0.8 * self._rate + 0.2 * rate
+                finished, seconds = self.stats.finished - finished_before, now - self._last_tick
+                self._rate = 0.8 * self._rate + 0.2 * finished / seconds
+                self._finished_per_tick = 0.8 * self._finished_per_tick + 0.2 * finished
+                self._seconds_per_tick = 0.8 * self._seconds_per_tick + 0.2 * seconds
             self._last_tick = now
 
     async def _poll_once(self) -> None:
@@ -241,7 +295,7 @@ class Poller:
         for job in finished:
             watch = self._watches.pop(job.job_id)
             self.stats.finished += 1
-            self._learn(self._clock() - watch.started)
+            self._learn(self._clock() - watch.started, _api_duration(job))
             urls: asyncio.Future[dict[str, str]] = loop.create_future()
             if job.status == "success" and job.asset_ids:
                 pending.append((job, urls))
@@ -249,6 +303,8 @@ class Poller:
                 urls.set_result({})
             if not watch.future.done():
                 watch.future.set_result(Finished(job, urls))
+        if finished:
+            self._update_due_after()
         if pending:
             await self._fetch_urls(pending)
 
@@ -325,12 +381,27 @@ class Poller:
         seconds = max(expected, self._policy.stale_after_min_s)
         return max(self._policy.stale_after_ticks, math.ceil(seconds / max(self.interval, 1e-3)))
 
-    def _learn(self, seconds: float) -> None:
+    def _learn(self, seconds: float, api_seconds: float | None) -> None:
+        """`seconds`: from our watch to our sighting; `api_seconds`: the job's own run, by
+        the API's clock. Due times use the latter: ours include the wait for a tick, which
+        would push every due time later, and every wait longer, run after run."""
+        if api_seconds is not None:
+            self._durations.append(api_seconds)
         self.stats.durations.append(seconds)
         # A slow-moving average: one odd job does not swing the pace.
         self._typical_s = (
             seconds if self._typical_s is None else 0.8 * self._typical_s + 0.2 * seconds
         )
+
+    def _update_due_after(self) -> None:
+        policy = self._policy
+        if len(self._durations) < policy.due_min_samples:
+            return
+        ordered = sorted(self._durations)
+        last = len(ordered) - 1
+        early = ordered[min(last, int(len(ordered) * policy.early_quantile))]
+        due = ordered[min(last, int(len(ordered) * policy.due_quantile))]
+        self._due_after = (early, due)
 
     def _fail_all(self, error: BaseException) -> None:
         self.error = error
@@ -338,6 +409,17 @@ class Poller:
             if not watch.future.done():
                 watch.future.set_exception(error)
         self._watches.clear()
+
+
+def _api_duration(job: JobView) -> float | None:
+    """How long the job ran by the API's own clock (creation to its final update)."""
+    try:
+        created = dt.datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
+        updated = dt.datetime.fromisoformat(job.updated_at.replace("Z", "+00:00"))
+        seconds = (updated - created).total_seconds()
+    except (ValueError, TypeError):  # a missing date, or one naive and one aware
+        return None
+    return seconds if seconds > 0 else None
 
 
 def parse_time(value: str) -> dt.datetime:

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiohttp
+import pytest
 
 from batch.api import JobView, ScenarioClient
 from batch.poller import Poller, PollPolicy
-from batch.simulator import MODEL_ID
+from batch.simulator import MODEL_ID, Simulator
 from tests.conftest import SimulatorFactory
 from tests.pipeline_helpers import settings_for
 
@@ -109,3 +110,82 @@ async def test_ticks_ask_for_successes_and_sweeps_catch_failures(
     sweeps = [r for r in lists if "status" not in r.query]
     assert len(success_only) + len(sweeps) == len(lists)
     assert sweeps and len(success_only) > 2 * len(sweeps), (len(success_only), len(sweeps))
+
+
+async def _list_reads_for_a_group(
+    sim: Simulator, png_bytes: Callable[..., bytes], policy: PollPolicy
+) -> tuple[int, list[str]]:
+    """Run a first group of 10 jobs to its end (the poller learns their durations), then
+    a second group sent together; the list reads the second group cost, and its statuses."""
+    async with aiohttp.ClientSession() as session:
+        client = ScenarioClient(session, settings_for(sim))
+        asset = await client.upload_image(png_bytes(16, 16), "ref.png", "image/png")
+        poller = Poller(client, policy)
+
+        async def group_of_jobs(tag: str) -> list[str]:
+            submitted = await asyncio.gather(
+                *(
+                    client.generate(MODEL_ID, {"prompt": f"{tag}{n}", "referenceImages": [asset]})
+                    for n in range(10)
+                )
+            )
+            async with asyncio.timeout(20):
+                finished = await asyncio.gather(
+                    *(poller.wait_for(s.job.job_id, s.job.created_at) for s in submitted)
+                )
+            return [f.job.status for f in finished]
+
+        def list_reads() -> int:
+            return sum(1 for r in sim.records("api", "/v1/jobs") if r.path == "/v1/jobs")
+
+        async with asyncio.TaskGroup() as group:
+            running = group.create_task(poller.run())
+            await group_of_jobs("first")
+            before = list_reads()
+            statuses = await group_of_jobs("second")
+            reads = list_reads() - before
+            poller.stop()
+            await running
+    return reads, statuses
+
+
+async def test_few_jobs_with_steady_durations_are_seen_together(
+    simulator_factory: SimulatorFactory, png_bytes: Callable[..., bytes]
+) -> None:
+    """Few jobs finishing per second, durations steady: once the poller knows them, it
+    sleeps until the group is due and one or two reads see it all, where a tick every
+    tenth of a duration would read about ten times."""
+    quick = PollPolicy(initial_interval_s=0.05)
+    cadence_only = PollPolicy(initial_interval_s=0.05, due_min_samples=1_000_000)
+    counts: dict[str, int] = {}
+    for name, policy in (("due", quick), ("cadence", cadence_only)):
+        sim = await simulator_factory(seed=5, job_latency_s=0.5, job_latency_jitter=0.05)
+        reads, statuses = await _list_reads_for_a_group(sim, png_bytes, policy)
+        assert statuses == ["success"] * 10
+        counts[name] = reads
+    assert counts["due"] <= 4 and counts["cadence"] >= 7, counts
+
+
+async def test_a_tick_waits_for_due_jobs_but_not_past_the_early_finishers() -> None:
+    """Steady durations: the next tick comes when the group is all but surely done (the
+    97th percentile). Durations that vary widely: an interval after the 5th percentile,
+    so early finishers wait no longer than the cadence would make them. Neither when
+    many jobs finish per second."""
+    now = [1000.0]
+    for spread, expected in ((0.05, "due"), (0.5, "early")):
+        poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
+        durations = [2.0 * (1 - spread + 2 * spread * n / 99) for n in range(100)]
+        for seconds in durations:
+            poller._learn(seconds, seconds)
+        poller._update_due_after()
+        poller._finished_per_tick, poller._seconds_per_tick = 1.0, 1.0  # 1 job/s: dear
+        waiting = asyncio.ensure_future(poller.wait_for("job_1", "2026-11-25T00:00:00.000Z"))
+        await asyncio.sleep(0)
+        interval = poller.interval
+        due = durations[97] if expected == "due" else durations[5] + interval
+        assert poller._wait_s() == pytest.approx(due), (spread, interval)
+        assert poller._wait_s() > interval  # no tick before anything can have finished
+        # Many jobs finishing per second: the cadence is cheap enough, and is kept.
+        poller._finished_per_tick = 100.0
+        assert poller._wait_s() == pytest.approx(interval)
+        waiting.cancel()
