@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # after its last checkpoint (~0.4 s here), while a 100,000-item run pays ~7 checkpoints.
 CHECKPOINT_BYTES: Final = 16 << 20
 CHECKPOINT_TIMEOUT_S: Final = 600.0
+STOP_GRACE_S: Final = 10.0  # after SIGTERM, before SIGKILL
 _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parent.parent)
 
 
@@ -79,6 +80,8 @@ class Checkpointer:
             child = self._child
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
+            if not self.wait(STOP_GRACE_S) and child.poll() is None:
+                child.kill()  # stuck (a hung filesystem?): the next open removes its temp
         self._thread.shutdown(wait=True)
 
     def command(self) -> list[str]:

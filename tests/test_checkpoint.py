@@ -119,3 +119,17 @@ def test_open_removes_the_temp_file_of_a_killed_checkpoint(tmp_path: Path) -> No
     writer.open()
     assert not stale.exists()
     writer.close()
+
+
+def test_close_kills_a_checkpoint_that_ignores_sigterm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("batch.checkpoint.STOP_GRACE_S", 0.5)
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+    checkpointer = Checkpointer(tmp_path, every_bytes=1)
+    checkpointer.command = lambda: [sys.executable, "-c", stubborn]  # type: ignore[method-assign]
+    checkpointer.wrote(1)
+    assert not checkpointer.wait(1.0)  # running, and has had time to ignore SIGTERM
+    started = time.monotonic()
+    checkpointer.close()
+    assert time.monotonic() - started < 60  # a hang guard, not a speed target
