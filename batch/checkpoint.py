@@ -70,7 +70,14 @@ class Checkpointer:
             running.result(timeout)
         except concurrent.futures.TimeoutError:
             return False
+        except Exception:  # _checkpoint logs its own failures; a cache, never an error
+            return True
         return True
+
+    def stop_starting(self) -> None:
+        """No more checkpoints from now on (the writer is closing)."""
+        with self._lock:
+            self._closed = True
 
     def close(self) -> None:
         """Stop a checkpoint under way (it removes its temp file) and wait for it: the
@@ -85,7 +92,9 @@ class Checkpointer:
         self._thread.shutdown(wait=True)
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "batch.checkpoint", str(self.directory)]
+        # -P: `python -m` would otherwise look in the current directory first, where a
+        # folder named `batch` would stand in for this package.
+        return [sys.executable, "-P", "-m", "batch.checkpoint", str(self.directory)]
 
     def _checkpoint(self) -> None:
         # The child needs no credentials: none are passed on.
@@ -95,13 +104,17 @@ class Checkpointer:
         with self._lock:
             if self._closed:
                 return
-            self._child = subprocess.Popen(
-                command,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            try:
+                self._child = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            except OSError as exc:  # out of processes or file descriptors: try next time
+                log.debug("ledger checkpoint not started: %s", exc)
+                return
         try:
             _, stderr = self._child.communicate(timeout=CHECKPOINT_TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -239,11 +239,14 @@ def _decode(raw: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _lines(fd: int, start: int) -> Iterator[bytes | None]:
-    """Yield the complete lines of an open file from byte `start` on (newlines stripped),
-    then None if the file ends without a newline: a torn last line, never parsed."""
+def _lines(fd: int, start: int, limit: int | None = None) -> Iterator[bytes | None]:
+    """Yield the complete lines of an open file from byte `start` on (to byte `limit` if
+    given; newlines stripped), then None if it ends without a newline: a torn last line,
+    never parsed."""
     offset, tail = start, b""
-    while block := os.pread(fd, _READ_CHUNK, offset):
+    while block := os.pread(
+        fd, _READ_CHUNK if limit is None else min(_READ_CHUNK, limit - offset), offset
+    ):
         offset += len(block)
         lines = (tail + block).split(b"\n") if tail else block.split(b"\n")
         tail = lines.pop()  # the start of a line the next block completes, or b""
@@ -308,9 +311,13 @@ def _replay_open(
     """The snapshot if it matches, then every complete line after it."""
     fd = open_in_out_dir(path, os.O_RDONLY)
     try:
+        # Live, only the bytes there now: complete lines never change, but a torn tail is
+        # cut and written over when a writer opens (a checkpoint child may outlive its run),
+        # and a fragment read before that must not be joined to what comes after.
         state, end = _Snapshot.load(directory, fd)
+        limit = max(end, os.fstat(fd).st_size) if live else None
         apply = state.apply
-        for raw in _lines(fd, end):
+        for raw in _lines(fd, end, limit):
             if raw is None:  # a torn last line: not covered, the writer cuts it
                 state.torn_lines += not live
                 break
@@ -562,7 +569,7 @@ class LedgerWriter:
         """Finish the write under way, write whatever is still queued, then close."""
         if self._fd is None:
             return
-        self._checkpointer.close()  # the snapshot written below supersedes its work
+        self._checkpointer.stop_starting()  # the snapshot written below supersedes them
         batch, self._pending = self._pending, []
         if self._writing is not None:
             # Its own completion callback reports any error to its appenders.
@@ -570,6 +577,7 @@ class LedgerWriter:
         if batch:
             self._write([line for line, _ in batch])
             _settle(batch, None)
+        self._checkpointer.close()  # records first: a slow checkpoint must not delay them
         self._thread.shutdown(wait=True)
         os.close(self._fd)
         self._fd = None

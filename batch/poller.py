@@ -419,7 +419,7 @@ def _api_duration(job: JobView) -> float | None:
         seconds = (updated - created).total_seconds()
     except (ValueError, TypeError):  # a missing date, or one naive and one aware
         return None
-    return seconds if seconds > 0 else None
+    return seconds if seconds >= 0 else None
 
 
 def parse_time(value: str) -> dt.datetime:

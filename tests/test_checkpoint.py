@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from batch import ledger as ledger_module
 from batch.checkpoint import Checkpointer
 from batch.ledger import LEDGER_NAME, SNAPSHOT_NAME, LedgerWriter, load_state, write_snapshot
 from tests.test_ledger import _reference_replay, count_decoded_lines
@@ -133,3 +136,74 @@ def test_close_kills_a_checkpoint_that_ignores_sigterm(
     started = time.monotonic()
     checkpointer.close()
     assert time.monotonic() - started < 60  # a hang guard, not a speed target
+
+
+def test_a_checkpoint_outliving_its_run_never_joins_a_torn_tail_to_new_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint child whose run was killed mid-append reads the torn tail; a new run
+    then cuts it and appends. The checkpoint covers only what was complete when it
+    looked, so the next load still sees every record."""
+    lines = [json.dumps(r).encode() + b"\n" for r in _item_records(40)]
+    complete = b"".join(lines)
+    torn = complete + b'{"type": "item", "id": "torn"'
+    (tmp_path / LEDGER_NAME).write_bytes(torn)
+    monkeypatch.setattr(ledger_module, "_READ_CHUNK", 256)
+    real_pread = os.pread
+    restarted = []
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        if not restarted and offset >= len(torn):
+            # The checkpoint has read the torn tail; now the new run starts.
+            restarted.append(True)
+            writer = LedgerWriter(tmp_path)
+            writer.open()  # cuts the torn tail
+            writer.append_many([*_item_records(3)[:2], {"type": "item", "id": "new", "fp": "x"}])
+            writer.close()
+            (tmp_path / SNAPSHOT_NAME).unlink()  # leave the checkpoint's snapshot as the one
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(ledger_module.os, "pread", pread)
+    write_snapshot(tmp_path, live=True)
+    monkeypatch.setattr(ledger_module.os, "pread", real_pread)
+    assert restarted
+    data = (tmp_path / LEDGER_NAME).read_bytes()
+    assert repr(load_state(tmp_path)) == repr(_reference_replay(data))
+
+
+def test_a_stopped_checkpoint_child_leaves_no_temp_file(tmp_path: Path) -> None:
+    """SIGTERM reaching the real child while it writes the snapshot: it exits 143 and
+    its temp file is gone (the rename never happened)."""
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in _item_records(10))
+    (tmp_path / LEDGER_NAME).write_bytes(data)
+    # The rename is where SIGTERM lands: the temp file exists and is complete by then.
+    script = (
+        "import os, signal, sys, time\n"
+        "import batch.durable, batch.checkpoint\n"
+        "def replace(*_):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "batch.durable.os = type('os', (), {**vars(os), 'replace': staticmethod(replace)})\n"
+        "sys.exit(batch.checkpoint.main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, timeout=60
+    )
+    assert done.returncode == 143, done.stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LEDGER_NAME]
+
+
+def test_closing_the_writer_during_a_slow_checkpoint_writes_every_record(tmp_path: Path) -> None:
+    writer = LedgerWriter(tmp_path, checkpoint_every=1)
+    slow = [sys.executable, "-c", "import time; time.sleep(120)"]
+    writer._checkpointer.command = lambda: slow  # type: ignore[method-assign]
+    writer.open()
+    writer.append_many(_item_records(2))  # starts the slow checkpoint
+    assert not writer.wait_for_checkpoint(0.5)
+    child = writer._checkpointer._child
+    assert child is not None
+    writer.close()
+    assert child.poll() is not None  # stopped, not left behind
+    lines = (tmp_path / LEDGER_NAME).read_bytes().splitlines()
+    assert len(lines) == len(_item_records(2))
+    assert (tmp_path / SNAPSHOT_NAME).exists()  # the writer's own closing snapshot

@@ -189,3 +189,40 @@ async def test_a_tick_waits_for_due_jobs_but_not_past_the_early_finishers() -> N
         poller._finished_per_tick = 100.0
         assert poller._wait_s() == pytest.approx(interval)
         waiting.cancel()
+
+
+async def test_due_times_follow_the_oldest_job_and_the_api_clock() -> None:
+    """The first job due sets the wait, by the API's durations (not our sightings, which
+    include the wait for a tick); an overdue job brings back the cadence; a wait is
+    never longer than `max_interval_s`."""
+    now = [1000.0]
+    poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
+    for _ in range(20):
+        poller._learn(2.6, 2.0)  # seen 2.6 s after the watch began; ran 2.0 s by the API
+    poller._update_due_after()
+    poller._finished_per_tick, poller._seconds_per_tick = 1.0, 1.0
+    interval = poller.interval
+    waits = []
+    # An older job, one sent just after it (gathered with it), and one a second later.
+    for job_id, started in (("older", 1000.0), ("companion", 1000.01), ("newer", 1001.0)):
+        now[0] = started
+        waits.append(asyncio.ensure_future(poller.wait_for(job_id, "2026-11-25T00:00:00.000Z")))
+        await asyncio.sleep(0)
+    now[0] = 1000.5
+    assert poller._wait_s() == pytest.approx(1.51)  # the older two are due at 1002.01
+    now[0] = 1002.01
+    assert poller._wait_s() == pytest.approx(interval)  # due now: the cadence floor
+    now[0] = 1003.5  # the older is overdue: the cadence, whatever the newer's due time
+    assert poller._wait_s() == pytest.approx(interval)
+    for waiting in waits:
+        waiting.cancel()
+
+    slow = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
+    for _ in range(20):
+        slow._learn(600.0, 600.0)  # ten-minute jobs
+    slow._update_due_after()
+    slow._finished_per_tick, slow._seconds_per_tick = 1.0, 100.0
+    waiting = asyncio.ensure_future(slow.wait_for("long", "2026-11-25T00:00:00.000Z"))
+    await asyncio.sleep(0)
+    assert slow._wait_s() == pytest.approx(PollPolicy().max_interval_s)
+    waiting.cancel()
