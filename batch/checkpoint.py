@@ -71,7 +71,7 @@ class Checkpointer:
         except concurrent.futures.TimeoutError:
             return False
         except Exception:  # _checkpoint logs its own failures; a cache, never an error
-            return True
+            pass
         return True
 
     def stop_starting(self) -> None:

@@ -311,10 +311,10 @@ def _replay_open(
     """The snapshot if it matches, then every complete line after it."""
     fd = open_in_out_dir(path, os.O_RDONLY)
     try:
+        state, end = _Snapshot.load(directory, fd)
         # Live, only the bytes there now: complete lines never change, but a torn tail is
         # cut and written over when a writer opens (a checkpoint child may outlive its run),
         # and a fragment read before that must not be joined to what comes after.
-        state, end = _Snapshot.load(directory, fd)
         limit = max(end, os.fstat(fd).st_size) if live else None
         apply = state.apply
         for raw in _lines(fd, end, limit):

@@ -46,10 +46,10 @@ def _load_ledger(directory: Path, conn: Any) -> None:
     conn.send(asdict(Timed("ledger load", len(state.items), seconds, peak_rss_mb(), base)))
 
 
-def _in_child(target: Any, arg: Path) -> Timed:
+def _in_child(target: Any, *args: Any) -> Timed:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(target=target, args=(arg, child))
+    process = context.Process(target=target, args=(*args, child))
     process.start()
     raw = parent.recv()
     process.join()
@@ -116,12 +116,11 @@ def write_ledger(directory: Path, items: int, images: int = 1000) -> int:
     return path.stat().st_size
 
 
-def _killed_run(directory: Path, conn: Any) -> None:
+def _killed_run(directory: Path, items: int, conn: Any) -> None:
     """Write the ledger as a run does (through the writer, which checkpoints every 16 MiB),
     then die without closing it, as a kill -9 would."""
     from batch.ledger import LedgerWriter
 
-    items = int((directory / "items").read_text())
     writer = LedgerWriter(directory)
     writer.open()
     batch: list[dict[str, Any]] = []
@@ -146,13 +145,13 @@ def ledger_load(root: Path, items: int, *, snapshot: bool = False, killed: bool 
     checkpoint and the lines after it."""
     if killed:
         (root / "ledger").mkdir(parents=True)
-        (root / "ledger" / "items").write_text(str(items))
-        _in_child(_killed_run, root / "ledger")
+        _in_child(_killed_run, root / "ledger", items)
         timed = _in_child(_load_ledger, root / "ledger")
         snapshot_path = root / "ledger" / "ledger.snapshot.json"
         covered = 0  # below the first checkpoint's mark there is no snapshot yet
         if snapshot_path.exists():
-            covered = json.loads(snapshot_path.open("rb").readline())["ledgerSize"]
+            with snapshot_path.open("rb") as header:
+                covered = json.loads(header.readline())["ledgerSize"]
         tail = (root / "ledger" / "ledger.jsonl").stat().st_size - covered
         timed.what = f"ledger load (killed run: last checkpoint + {tail / 2**20:.1f} MiB after it)"
         return timed
