@@ -58,7 +58,10 @@ class PollPolicy:
     stale_after_ticks: int = 8  # a job the list has not shown for this many ticks: ask directly
     stale_after_min_s: float = 10.0  # ... and for at least this long
     overlap_s: float = 2.0  # first read: this much before our own submit time (clock skew)
-    settle_s: float = 0.5  # later reads: this much before the newest update the API showed
+    settle_s: float = 0.5  # later sweeps: this much before the newest update the API showed
+    # Success-only reads re-read less: each re-read job is bytes to fetch and parse, and
+    # a success the list shows late is still caught by the next sweep (<= sweep_every_s).
+    success_settle_s: float = 0.1
     sweep_every_s: float = 2.0  # ticks between sweeps ask only for jobs that succeeded
     requests_per_job: float = 0.35  # poll budget per finished job when polling faster
     due_samples: int = 100  # recent durations (API clock) that say when a job is due
@@ -367,9 +370,10 @@ class Poller:
             parsed = parse_time(newest_text)
             newest = parsed if newest is None or parsed > newest else newest
         if newest is not None:
-            moved = newest - dt.timedelta(seconds=self._policy.settle_s)
+            moved = newest - dt.timedelta(seconds=self._policy.success_settle_s)
             if self._cursor is None or moved > self._cursor:
                 self._cursor = moved
+            moved = newest - dt.timedelta(seconds=self._policy.settle_s)
             if sweep and (self._sweep_cursor is None or moved > self._sweep_cursor):
                 self._sweep_cursor = moved
 

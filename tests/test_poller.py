@@ -226,3 +226,86 @@ async def test_due_times_follow_the_oldest_job_and_the_api_clock() -> None:
     await asyncio.sleep(0)
     assert slow._wait_s() == pytest.approx(PollPolicy().max_interval_s)
     waiting.cancel()
+
+
+class _LaggingList:
+    """A job list where job B's success (stamped before A's) becomes visible only after
+    A's has been read: the case a success-only read's short look-back misses."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[str | None, str | None]] = []  # (status, updatedAfter)
+        self.gets = 0
+        self.b_found_by: tuple[str | None, str | None] | None = None
+
+    def _jobs(self) -> list[dict[str, Any]]:
+        jobs = []
+        if self.reads:  # A is listed from the first read on
+            jobs.append(self._job("job_a", "2026-11-25T00:00:10.000Z"))
+        if len(self.reads) >= 3:  # B shows up late, dated 50 ms before A
+            jobs.append(self._job("job_b", "2026-11-25T00:00:09.950Z"))
+        return jobs
+
+    @staticmethod
+    def _job(job_id: str, updated: str) -> dict[str, Any]:
+        return {
+            "jobId": job_id,
+            "status": "success",
+            "createdAt": "2026-11-25T00:00:05.000Z",
+            "updatedAt": updated,
+            "metadata": {"assetIds": [f"asset_{job_id}"]},
+        }
+
+    async def list_job_pages(
+        self, *, updated_after: str | None = None, status: str | None = None, **_: Any
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        self.reads.append((status, updated_after))
+        page = [
+            job
+            for job in self._jobs()
+            if (updated_after is None or job["updatedAt"] > updated_after)
+            and (status is None or job["status"] == status)
+        ]
+        if self.b_found_by is None and any(job["jobId"] == "job_b" for job in page):
+            self.b_found_by = (status, updated_after)
+        yield sorted(page, key=lambda job: job["updatedAt"], reverse=True)
+
+    async def get_job(self, job_id: str) -> JobView:
+        self.gets += 1
+        raise AssertionError("the list must find both jobs")
+
+    async def asset_urls(self, asset_ids: Sequence[str]) -> dict[str, str]:
+        return {a: f"https://cdn.example/{a}" for a in asset_ids}
+
+
+async def test_a_success_listed_late_is_caught_by_the_next_sweep() -> None:
+    """Success-only reads look back only `success_settle_s` past the newest update they
+    saw, so a success the list shows late (dated before it) is not theirs to find: the
+    sweep, which looks back `settle_s` from its own cursor, finds it."""
+    client = _LaggingList()
+    policy = PollPolicy(
+        min_interval_s=0.01,
+        initial_interval_s=0.01,
+        direct_below=0,
+        stale_after_min_s=60.0,
+        success_settle_s=0.01,
+        settle_s=0.5,
+        sweep_every_s=0.1,
+    )
+    poller = Poller(client, policy)  # type: ignore[arg-type]
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(poller.run())
+        since = "2026-11-25T00:00:05.000Z"
+        waits = [group.create_task(poller.wait_for(j, since)) for j in ("job_a", "job_b")]
+        async with asyncio.timeout(5):
+            finished = [await w for w in waits]
+        poller.stop()
+        await running
+    assert [f.job.status for f in finished] == ["success", "success"]
+    assert client.gets == 0
+    # Once A was seen, success-only reads asked only for updates after 09.990 (B's
+    # 09.950 is older): B was found by a sweep, which asked from further back.
+    success_after = [after for status, after in client.reads[1:] if status == "success"]
+    assert success_after and all(
+        a is not None and a > "2026-11-25T00:00:09.95" for a in success_after
+    )
+    assert client.b_found_by is not None and client.b_found_by[0] is None
