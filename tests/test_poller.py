@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from batch.api import JobView, ScenarioClient
-from batch.poller import Poller, PollPolicy
+from batch.poller import Finished, Poller, PollPolicy
 from batch.simulator import MODEL_ID, Simulator
 from tests.conftest import SimulatorFactory
 from tests.pipeline_helpers import settings_for
@@ -45,6 +45,21 @@ class _SilentList:
         return {a: f"https://cdn.example/{a}" for a in asset_ids}
 
 
+async def _poll_until_final(
+    client: Any, policy: PollPolicy, job_ids: Sequence[str], since: str
+) -> list[Finished]:
+    """Run a poller over a fake client until every job is final (5 s at most)."""
+    poller = Poller(client, policy)
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(poller.run())
+        waits = [group.create_task(poller.wait_for(job_id, since)) for job_id in job_ids]
+        async with asyncio.timeout(5):
+            finished = [await w for w in waits]
+        poller.stop()
+        await running
+    return finished
+
+
 async def test_job_missing_from_the_list_is_asked_about_directly() -> None:
     """A job the list never shows is fetched directly once the patience runs out."""
     client = _SilentList()
@@ -55,17 +70,8 @@ async def test_job_missing_from_the_list_is_asked_about_directly() -> None:
         stale_after_ticks=3,
         stale_after_min_s=0.05,
     )
-    poller = Poller(client, policy)  # type: ignore[arg-type]
-    async with asyncio.TaskGroup() as group:
-        running = group.create_task(poller.run())
-        waits = [
-            group.create_task(poller.wait_for(f"job_{n}", "2026-11-25T00:00:00.000Z"))
-            for n in range(3)
-        ]
-        async with asyncio.timeout(5):
-            finished = [await w for w in waits]
-        poller.stop()
-        await running
+    job_ids = [f"job_{n}" for n in range(3)]
+    finished = await _poll_until_final(client, policy, job_ids, "2026-11-25T00:00:00.000Z")
     assert [f.job.status for f in finished] == ["success"] * 3
     assert await finished[0].urls == {"asset_1": "https://cdn.example/asset_1"}
     assert client.lists >= 3 and client.gets == 3
@@ -291,15 +297,8 @@ async def test_a_success_listed_late_is_caught_by_the_next_sweep() -> None:
         settle_s=0.5,
         sweep_every_s=0.1,
     )
-    poller = Poller(client, policy)  # type: ignore[arg-type]
-    async with asyncio.TaskGroup() as group:
-        running = group.create_task(poller.run())
-        since = "2026-11-25T00:00:05.000Z"
-        waits = [group.create_task(poller.wait_for(j, since)) for j in ("job_a", "job_b")]
-        async with asyncio.timeout(5):
-            finished = [await w for w in waits]
-        poller.stop()
-        await running
+    since = "2026-11-25T00:00:05.000Z"
+    finished = await _poll_until_final(client, policy, ["job_a", "job_b"], since)
     assert [f.job.status for f in finished] == ["success", "success"]
     assert client.gets == 0
     # Once A was seen, success-only reads asked only for updates after 09.990 (B's
