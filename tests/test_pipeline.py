@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
+import pytest
+
+from batch import pipeline
 from batch.ledger import load_state
 from batch.simulator import Simulator
 from tests.conftest import SimulatorFactory
@@ -175,3 +179,30 @@ async def test_many_items_keep_task_count_bounded(
     assert summary.succeeded == 300
     # 5 item tasks + the poller + the test's own and the servers' handler tasks.
     assert peak < 40, peak
+
+
+async def test_run_freezes_its_loaded_state_for_the_gc_and_restores_it(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While jobs run, the loaded manifest and state sit outside the cyclic GC's scans and
+    young collections are rarer; afterwards the process's GC is as it was."""
+    images = write_images(tmp_path / "images", 2)
+    jobs = [
+        {"prompt": f"p{n}", "referenceImages": [str(images[n].relative_to(tmp_path))]}
+        for n in range(2)
+    ]
+    manifest = write_manifest(tmp_path, jobs)
+    seen: list[tuple[tuple[int, ...], int]] = []
+    execute = pipeline.Run.execute
+
+    async def observed(self: pipeline.Run) -> pipeline.RunSummary:
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+        return await execute(self)
+
+    monkeypatch.setattr(pipeline.Run, "execute", observed)
+    before = gc.get_threshold()
+    summary = await run(simulator, manifest, tmp_path / "out")
+    assert summary.succeeded == 2
+    [(during, frozen)] = seen
+    assert during == (pipeline.YOUNG_GC_THRESHOLD, *before[1:]) and frozen > 1000
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
