@@ -20,6 +20,7 @@ from typing import Any, Final, TypeVar
 
 import aiohttp
 import orjson
+import yarl
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -170,7 +171,9 @@ class ScenarioClient:
 
         async def put() -> None:
             try:
-                async with self._session.put(url, data=chunk, allow_redirects=False) as response:
+                async with self._session.put(
+                    signed_url(url), data=chunk, allow_redirects=False
+                ) as response:
                     if response.status >= 400:
                         _raise_for(response.status, await _json_or_text(response), response)
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -469,6 +472,12 @@ async def _json_or_text(response: aiohttp.ClientResponse) -> Any:
         return json.loads(raw)  # what orjson refuses but json accepts (NaN, a BOM)
     except ValueError:
         return raw[:500].decode(errors="replace")
+
+
+def signed_url(url: str) -> yarl.URL:
+    """A presigned URL exactly as the API gave it: parsed as already encoded, so `%2F` or
+    `%7E` in a signature is not rewritten to `/` or `~` (which can break the signature)."""
+    return yarl.URL(url, encoded=True)
 
 
 def _message(body: Any) -> str | None:

@@ -23,6 +23,7 @@ import aiofiles
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
+from batch.api import signed_url
 from batch.durable import DirectorySync
 from batch.errors import DownloadError
 
@@ -98,7 +99,9 @@ async def _fetch_once(
     digest = hashlib.sha256()
     spool = _Spool(temp)
     try:
-        async with session.get(url, max_redirects=3, timeout=client_timeout) as response:
+        async with session.get(
+            signed_url(url), max_redirects=3, timeout=client_timeout
+        ) as response:
             if url.startswith("https:") and response.url.scheme != "https":
                 # Never accept a result that a redirect moved onto plain http.
                 raise DownloadError(f"output of {stem}: refused a redirect from https to http")

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from batch.api import ScenarioClient
 from batch.errors import (
@@ -18,8 +20,10 @@ from batch.errors import (
     ParallelJobsLimitError,
     PermanentApiError,
 )
+from batch.outputs import fetch_output
 from batch.settings import ApiSettings, RetryPolicy
 from batch.throttle import Throttle
+from tests.conftest import make_png
 
 RETRY = RetryPolicy(attempts=5, initial_wait_s=0.01, max_wait_s=0.5, total_s=10)
 Answer = tuple[int, dict[str, object], dict[str, str]]  # status, JSON body, headers
@@ -185,3 +189,49 @@ def test_throttle_settles_below_the_accepted_rate() -> None:
     cut = throttle.rate
     _second(throttle, clock, sent=18, refused=0)
     assert cut + 0.5 < throttle.rate < cut + 1.5
+
+
+async def test_presigned_urls_are_requested_exactly_as_given(tmp_path: Path) -> None:
+    """Part-upload and output URLs carry signatures: they go out byte for byte, so `%2F`,
+    `%7E` and `%2B` are not rewritten to `/`, `~` or `+` on the way."""
+    signature = "X-Sig=a%2Fb%7Ec%2Bd%3D&Expires=1"
+    raw_paths: list[str] = []
+    png = make_png(300, 300, noisy=True)  # over the inline limit: goes up in parts
+
+    async def api(request: web.Request) -> web.Response:
+        tail = request.match_info["tail"]
+        if request.method == "POST" and tail == "uploads":
+            part = str(request.url.with_path("/part").with_query(None)) + "?" + signature
+            return web.json_response(
+                {"upload": {"id": "up_1", "parts": [{"number": 1, "url": part}]}}
+            )
+        if tail == "uploads/up_1":
+            return web.json_response({"upload": {"status": "imported", "entityId": "asset_1"}})
+        return web.json_response({})
+
+    async def signed(request: web.Request) -> web.Response:
+        raw_paths.append(request.raw_path)
+        await request.read()
+        return web.Response(body=png, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_route("*", "/v1/{tail:.*}", api)
+    app.router.add_route("*", "/part", signed)
+    app.router.add_route("*", "/out.png", signed)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        settings = ApiSettings(str(server.make_url("/v1")), "k", "s", retry=RETRY)
+        async with aiohttp.ClientSession() as session:
+            client = ScenarioClient(session, settings)
+            assert await client.upload_image(png, "ref.png", "image/png") == "asset_1"
+            url = str(server.make_url("/out.png")) + "?" + signature
+            fetched = await fetch_output(session, url, tmp_path, "out", refresh_url=_no_refresh)
+    finally:
+        await server.close()
+    assert raw_paths == ["/part?" + signature, "/out.png?" + signature]
+    assert fetched.path.read_bytes() == png
+
+
+async def _no_refresh() -> str:
+    raise AssertionError("the URL was good")
