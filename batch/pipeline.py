@@ -242,7 +242,7 @@ class Run:
             else:
                 await self.slots.release()
             self._active -= 1
-            self.progress.in_flight(len(self.poller.in_flight()))
+            self.progress.in_flight(self.poller.in_flight())
             if self._active == 0:
                 self._idle.set()
 
@@ -357,7 +357,7 @@ class Run:
             cost=submitted.cost,
             createdAt=job.created_at,
         )
-        self.progress.in_flight(len(self.poller.in_flight()) + 1)
+        self.progress.in_flight(self.poller.in_flight() + 1)
         return job.job_id, job.created_at
 
     async def _adopt(self, item: Item, job: JobView) -> None:

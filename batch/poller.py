@@ -161,8 +161,9 @@ class Poller:
         if watch is not None and not watch.future.done():
             watch.future.cancel()
 
-    def in_flight(self) -> list[str]:
-        return list(self._watches)
+    def in_flight(self) -> int:
+        """How many jobs are watched (called twice per job: a count, not a copy)."""
+        return len(self._watches)
 
     def stop(self) -> None:
         self._stopped = True
