@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 import hashlib
 import logging
@@ -41,7 +42,7 @@ from batch.estimate import CostBook, Estimate, estimate_items
 from batch.ledger import DirectoryLock, ItemRecord, LedgerState, LedgerWriter, load_state, utc_now
 from batch.manifest import Item, Manifest
 from batch.outputs import fetch_output, remove_stale_temps
-from batch.poller import Finished, Poller, PollPolicy
+from batch.poller import Finished, Poller, PollPolicy, parse_time
 from batch.progress import Progress, SilentProgress
 from batch.reconcile import Reconciler
 from batch.references import References
@@ -256,13 +257,20 @@ class Run:
             attempts = 0  # --retry-failed: a fresh allowance of tries
         job_id: str | None = record.job_id if record.state == "submitted" else None
         since = record.submitted_at or utc_now()
+        # A job an earlier run sent has been running since then: the poller counts it due
+        # sooner than one sent now (local clock on both ends: no skew with the API's).
+        sent_at = record.submitted_at if record.state in ("submitted", "submitting") else None
         if record.state == "submitting":
             job_id, since = await self._resume_submitting(item, record)
         while True:
             if job_id is None:
                 job_id, since = await self._submit(item)
+                sent_at = None
                 attempts += 1
-            final = await self._wait_for_job(item, job_id, since)
+            age_s = (
+                (dt.datetime.now(dt.UTC) - parse_time(sent_at)).total_seconds() if sent_at else 0.0
+            )
+            final = await self._wait_for_job(item, job_id, since, age_s)
             written = self._submitted_writes.pop(item.id, None)
             if written is not None:
                 await written  # long done by now; raises if the write failed
@@ -368,11 +376,13 @@ class Run:
             item, state="submitted", jobId=job.job_id, reconciled=True, cost=job.cost
         )
 
-    async def _wait_for_job(self, item: Item, job_id: str, since: str) -> Finished:
+    async def _wait_for_job(
+        self, item: Item, job_id: str, since: str, age_s: float = 0.0
+    ) -> Finished:
         self.waiting[job_id] = item  # left in place on cancellation, for --cancel-on-interrupt
         try:
             async with asyncio.timeout(self._job_timeout()):
-                result = await self.poller.wait_for(job_id, since)
+                result = await self.poller.wait_for(job_id, since, age_s=age_s)
         except TimeoutError:
             self.waiting.pop(job_id, None)
             self.poller.forget(job_id)

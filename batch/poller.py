@@ -135,12 +135,16 @@ class Poller:
         self.stats = PollStats()
         self.error: BaseException | None = None
 
-    async def wait_for(self, job_id: str, since: str) -> Finished:
-        """Wait until the job is final; returns it with fresh URLs of its outputs."""
+    async def wait_for(self, job_id: str, since: str, *, age_s: float = 0.0) -> Finished:
+        """Wait until the job is final; returns it with fresh URLs of its outputs.
+        `age_s`: how long ago the job was sent, when that was not just now (a job resumed
+        from the ledger, or adopted after an interrupted submit): its due time is then
+        that much sooner."""
         existing = self._watches.get(job_id)
         if existing is None:
             future: asyncio.Future[Finished] = asyncio.get_running_loop().create_future()
-            existing = _Watch(job_id, parse_time(since), self._clock(), future)
+            started = self._clock() - max(0.0, age_s)
+            existing = _Watch(job_id, parse_time(since), started, future)
             existing.last_seen_tick = self.stats.ticks
             self._watches[job_id] = existing
             cursor = existing.since - dt.timedelta(seconds=self._policy.overlap_s)

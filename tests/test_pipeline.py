@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 
 from batch import pipeline
 from batch.ledger import load_state
+from batch.poller import Finished, Poller
 from batch.simulator import Simulator
 from tests.conftest import SimulatorFactory
 from tests.pipeline_helpers import (
@@ -50,16 +53,21 @@ async def test_two_hundred_items_land_once_each(
     assert (out / "item-000_0.png").exists()
 
 
+def _one_image_each(folder: Path, count: int) -> Path:
+    """A manifest of `count` prompts, each with its own reference image."""
+    images = write_images(folder / "images", count)
+    jobs = [
+        {"prompt": f"p{n}", "referenceImages": [str(images[n].relative_to(folder))]}
+        for n in range(count)
+    ]
+    return write_manifest(folder, jobs)
+
+
 async def test_rerun_of_finished_directory_spends_nothing(
     simulator: Simulator, tmp_path: Path
 ) -> None:
     """A second run over a finished output directory sends no upload and no generate call."""
-    images = write_images(tmp_path / "images", 3)
-    jobs = [
-        {"prompt": f"p{n}", "referenceImages": [str(images[n].relative_to(tmp_path))]}
-        for n in range(3)
-    ]
-    manifest = write_manifest(tmp_path, jobs)
+    manifest = _one_image_each(tmp_path, 3)
     out = tmp_path / "out"
     first = await run(simulator, manifest, out)
     assert first.succeeded == 3
@@ -186,12 +194,7 @@ async def test_run_freezes_its_loaded_state_for_the_gc_and_restores_it(
 ) -> None:
     """While jobs run, the loaded manifest and state sit outside the cyclic GC's scans and
     young collections are rarer; afterwards the process's GC is as it was."""
-    images = write_images(tmp_path / "images", 2)
-    jobs = [
-        {"prompt": f"p{n}", "referenceImages": [str(images[n].relative_to(tmp_path))]}
-        for n in range(2)
-    ]
-    manifest = write_manifest(tmp_path, jobs)
+    manifest = _one_image_each(tmp_path, 2)
     seen: list[tuple[tuple[int, ...], int]] = []
     execute = pipeline.Run.execute
 
@@ -206,3 +209,39 @@ async def test_run_freezes_its_loaded_state_for_the_gc_and_restores_it(
     [(during, frozen)] = seen
     assert during == (pipeline.YOUNG_GC_THRESHOLD, *before[1:]) and frozen > 1000
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+async def test_resumed_jobs_are_watched_from_when_they_were_sent(
+    simulator_factory: SimulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped while its jobs ran: the next run watches them as jobs that have been
+    running since they were sent (so they are due sooner), new jobs as just sent."""
+    sim = await simulator_factory(job_latency_s=2.0)
+    manifest = _one_image_each(tmp_path, 3)
+    out = tmp_path / "out"
+    ages: dict[str, float] = {}
+    two_watched = asyncio.Event()
+    wait_for = Poller.wait_for
+
+    async def observed(self: Poller, job_id: str, since: str, *, age_s: float = 0.0) -> Finished:
+        ages[job_id] = age_s
+        if len(ages) == 2:
+            two_watched.set()
+        return await wait_for(self, job_id, since, age_s=age_s)
+
+    monkeypatch.setattr(Poller, "wait_for", observed)
+    first = asyncio.create_task(run(sim, manifest, out, concurrency=2))
+    async with asyncio.timeout(10):
+        await two_watched.wait()
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    assert ages and all(age == 0 for age in ages.values()), ages
+    ages.clear()
+    await asyncio.sleep(0.5)
+
+    summary = await run(sim, manifest, out, concurrency=2)
+    assert summary.succeeded == 3
+    resumed = [age for age in ages.values() if age > 0]
+    assert len(ages) == 3 and len(resumed) == 2, ages
+    assert all(0.5 <= age < 10 for age in resumed), ages

@@ -308,3 +308,24 @@ async def test_a_success_listed_late_is_caught_by_the_next_sweep() -> None:
         a is not None and a > "2026-11-25T00:00:09.95" for a in success_after
     )
     assert client.b_found_by is not None and client.b_found_by[0] is None
+
+
+async def test_a_job_sent_earlier_is_due_sooner() -> None:
+    """A job resumed from the ledger (or adopted after an interrupted submit) has run since
+    it was sent: its due time counts from then, not from when this run began watching."""
+    now = [1000.0]
+    poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
+    for _ in range(20):
+        poller._learn(2.0, 2.0)
+    poller._update_due_after()
+    poller._finished_per_tick, poller._seconds_per_tick = 1.0, 1.0  # few finish: due times
+    since = "2026-11-25T00:00:00.000Z"
+    resumed = asyncio.ensure_future(poller.wait_for("resumed", since, age_s=1.5))
+    await asyncio.sleep(0)
+    assert poller._wait_s() == pytest.approx(0.5)  # due 2.0 s after it was sent
+    resumed.cancel()
+    poller.forget("resumed")
+    fresh = asyncio.ensure_future(poller.wait_for("fresh", since))
+    await asyncio.sleep(0)
+    assert poller._wait_s() == pytest.approx(2.0)
+    fresh.cancel()
