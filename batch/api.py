@@ -20,7 +20,6 @@ from typing import Any, Final, TypeVar
 
 import aiohttp
 import orjson
-import yarl
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -43,6 +42,7 @@ from batch.errors import (
 from batch.health import Health
 from batch.settings import ApiSettings, RetryPolicy
 from batch.throttle import Throttle
+from batch.urls import signed_url
 
 log = logging.getLogger(__name__)
 
@@ -472,12 +472,6 @@ async def _json_or_text(response: aiohttp.ClientResponse) -> Any:
         return json.loads(raw)  # what orjson refuses but json accepts (NaN, a BOM)
     except ValueError:
         return raw[:500].decode(errors="replace")
-
-
-def signed_url(url: str) -> yarl.URL:
-    """A presigned URL exactly as the API gave it: parsed as already encoded, so `%2F` or
-    `%7E` in a signature is not rewritten to `/` or `~` (which can break the signature)."""
-    return yarl.URL(url, encoded=True)
 
 
 def _message(body: Any) -> str | None:

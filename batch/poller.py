@@ -59,8 +59,10 @@ class PollPolicy:
     stale_after_min_s: float = 10.0  # ... and for at least this long
     overlap_s: float = 2.0  # first read: this much before our own submit time (clock skew)
     settle_s: float = 0.5  # later sweeps: this much before the newest update the API showed
-    # Success-only reads re-read less: each re-read job is bytes to fetch and parse, and
-    # a success the list shows late is still caught by the next sweep (<= sweep_every_s).
+    # Success-only reads look back less: each re-read job is bytes to fetch and parse. A
+    # success the list shows later than this is found by the next sweep (which reads from
+    # the previous sweep's newest update less settle_s, every max(sweep_every_s, interval)),
+    # or failing that by a direct GET once the job has gone unseen too long.
     success_settle_s: float = 0.1
     sweep_every_s: float = 2.0  # ticks between sweeps ask only for jobs that succeeded
     requests_per_job: float = 0.35  # poll budget per finished job when polling faster
@@ -166,7 +168,7 @@ class Poller:
             watch.future.cancel()
 
     def in_flight(self) -> int:
-        """How many jobs are watched (called twice per job: a count, not a copy)."""
+        """How many jobs are being watched."""
         return len(self._watches)
 
     def stop(self) -> None:
@@ -375,12 +377,12 @@ class Poller:
             parsed = parse_time(newest_text)
             newest = parsed if newest is None or parsed > newest else newest
         if newest is not None:
-            moved = newest - dt.timedelta(seconds=self._policy.success_settle_s)
-            if self._cursor is None or moved > self._cursor:
-                self._cursor = moved
-            moved = newest - dt.timedelta(seconds=self._policy.settle_s)
-            if sweep and (self._sweep_cursor is None or moved > self._sweep_cursor):
-                self._sweep_cursor = moved
+            success_from = newest - dt.timedelta(seconds=self._policy.success_settle_s)
+            if self._cursor is None or success_from > self._cursor:
+                self._cursor = success_from
+            sweep_from = newest - dt.timedelta(seconds=self._policy.settle_s)
+            if sweep and (self._sweep_cursor is None or sweep_from > self._sweep_cursor):
+                self._sweep_cursor = sweep_from
 
     def _stale_after_ticks(self) -> int:
         """A job the list has not mentioned for this many ticks is asked about directly.

@@ -20,7 +20,6 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
@@ -28,10 +27,9 @@ from batch.api import ScenarioClient
 from batch.errors import PermanentApiError, TransientApiError
 from batch.manifest import Item, Reference
 from batch.manifest_files import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, image_problem
+from batch.urls import MAX_REDIRECTS, REDIRECT_STATUSES, redirect_target
 
 MAX_REMOTE_BYTES: Final = MAX_IMAGE_BYTES  # the API's limits, as for local files
-MAX_REDIRECTS: Final = 3
-REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 
 RecordAsset = Callable[[Mapping[str, Any]], Awaitable[None]]
 
@@ -139,7 +137,10 @@ class References:
             for _ in range(self._max_redirects + 1):
                 async with self._session.get(current, allow_redirects=False) as response:
                     if response.status in REDIRECT_STATUSES:
-                        current = _redirect_target(url, current, response.headers.get("Location"))
+                        try:
+                            current = redirect_target(current, response.headers.get("Location"))
+                        except ValueError as refused:
+                            raise PermanentApiError(f"reference {url}: {refused}") from None
                         continue
                     if response.status != 200:
                         raise PermanentApiError(f"reference {url} answered HTTP {response.status}")
@@ -167,21 +168,6 @@ class References:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientApiError(f"cannot fetch reference {url}: {exc}") from exc
         raise PermanentApiError(f"reference {url}: more than {self._max_redirects} redirects")
-
-
-def _redirect_target(original: str, current: str, location: str | None) -> str:
-    if not location:
-        raise PermanentApiError(f"reference {original}: a redirect without a Location")
-    target = urljoin(current, location)
-    scheme = urlsplit(target).scheme.lower()
-    if scheme not in ("http", "https") or (
-        scheme == "http" and urlsplit(current).scheme.lower() == "https"
-    ):
-        raise PermanentApiError(
-            f"reference {original}: refused a redirect from {urlsplit(current).scheme} "
-            f"to {scheme or 'an unknown scheme'}"
-        )
-    return target
 
 
 def _image_problem(data: bytes, max_pixels: int) -> str | None:

@@ -23,6 +23,7 @@ from batch.errors import (
 from batch.outputs import fetch_output
 from batch.settings import ApiSettings, RetryPolicy
 from batch.throttle import Throttle
+from batch.urls import redirect_target
 from tests.conftest import make_png
 
 RETRY = RetryPolicy(attempts=5, initial_wait_s=0.01, max_wait_s=0.5, total_s=10)
@@ -193,7 +194,8 @@ def test_throttle_settles_below_the_accepted_rate() -> None:
 
 async def test_presigned_urls_are_requested_exactly_as_given(tmp_path: Path) -> None:
     """Part-upload and output URLs carry signatures: they go out byte for byte, so `%2F`,
-    `%7E` and `%2B` are not rewritten to `/`, `~` or `+` on the way."""
+    `%7E` and `%2B` are not rewritten to `/`, `~` or `+` on the way, also when a redirect
+    leads there. A URL that is not encoded yet (a space) is still quoted."""
     signature = "X-Sig=a%2Fb%7Ec%2Bd%3D&Expires=1"
     raw_paths: list[str] = []
     png = make_png(300, 300, noisy=True)  # over the inline limit: goes up in parts
@@ -214,10 +216,15 @@ async def test_presigned_urls_are_requested_exactly_as_given(tmp_path: Path) -> 
         await request.read()
         return web.Response(body=png, content_type="image/png")
 
+    async def moved(request: web.Request) -> web.Response:
+        raw_paths.append(request.raw_path)
+        return web.Response(status=302, headers={"Location": "/out.png?" + signature})
+
     app = web.Application()
     app.router.add_route("*", "/v1/{tail:.*}", api)
     app.router.add_route("*", "/part", signed)
     app.router.add_route("*", "/out.png", signed)
+    app.router.add_route("*", "/moved", moved)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -225,12 +232,55 @@ async def test_presigned_urls_are_requested_exactly_as_given(tmp_path: Path) -> 
         async with aiohttp.ClientSession() as session:
             client = ScenarioClient(session, settings)
             assert await client.upload_image(png, "ref.png", "image/png") == "asset_1"
-            url = str(server.make_url("/out.png")) + "?" + signature
-            fetched = await fetch_output(session, url, tmp_path, "out", refresh_url=_no_refresh)
+            fetched = []
+            for stem, path, query in (
+                ("out", "/out.png", signature),
+                ("via", "/moved", signature),
+                ("space", "/out.png", "a b"),
+            ):
+                url = f"{server.make_url(path)}?{query}"
+                fetched.append(
+                    await fetch_output(session, url, tmp_path, stem, refresh_url=_no_refresh)
+                )
     finally:
         await server.close()
-    assert raw_paths == ["/part?" + signature, "/out.png?" + signature]
-    assert fetched.path.read_bytes() == png
+    assert raw_paths == [
+        "/part?" + signature,
+        "/out.png?" + signature,
+        "/moved?" + signature,
+        "/out.png?" + signature,
+        "/out.png?a+b",  # quoted by yarl, as before
+    ]
+    assert all(f.path.read_bytes() == png for f in fetched)
+
+
+@pytest.mark.parametrize(
+    ("current", "location", "expected"),
+    [
+        ("https://cdn.example/a/x.png?s=1", "/b/y.png?s=%2F", "https://cdn.example/b/y.png?s=%2F"),
+        ("https://cdn.example/a/x.png", "https://other.example/z", "https://other.example/z"),
+        ("http://cdn.example/a/x.png", "y.png", "http://cdn.example/a/y.png"),
+        (
+            "https://cdn.example/a/x.png",
+            "http://cdn.example/a/x.png",
+            "refused a redirect from https to http",
+        ),
+        (
+            "https://cdn.example/a/x.png",
+            "file:///etc/passwd",
+            "refused a redirect from https to file",
+        ),
+        ("https://cdn.example/a/x.png", None, "a redirect without a Location"),
+    ],
+)
+def test_redirect_hops(current: str, location: str | None, expected: str) -> None:
+    """The next hop of a redirect, resolved before anything is sent to it: never off
+    http(s), never from https down to plain http."""
+    if expected.startswith("http"):
+        assert redirect_target(current, location) == expected
+    else:
+        with pytest.raises(ValueError, match=expected):
+            redirect_target(current, location)
 
 
 async def _no_refresh() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -189,26 +190,62 @@ async def test_many_items_keep_task_count_bounded(
     assert peak < 40, peak
 
 
+@pytest.fixture
+def sentinel_gc() -> Iterator[tuple[int, int, int]]:
+    """Odd GC thresholds a run must hand back as it found them; the real ones after."""
+    saved = gc.get_threshold()
+    gc.set_threshold(123, 11, 12)
+    try:
+        yield (123, 11, 12)
+    finally:
+        gc.set_threshold(*saved)
+        gc.unfreeze()
+
+
 async def test_run_freezes_its_loaded_state_for_the_gc_and_restores_it(
-    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    simulator: Simulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sentinel_gc: tuple[int, int, int],
 ) -> None:
-    """While jobs run, the loaded manifest and state sit outside the cyclic GC's scans and
-    young collections are rarer; afterwards the process's GC is as it was."""
-    manifest = _one_image_each(tmp_path, 2)
+    """While jobs run, what was loaded sits outside the cyclic GC's scans and young
+    collections are rarer; afterwards the process's GC is as it was, also when two runs
+    overlap in one process, and a heap frozen by the host program stays frozen."""
     seen: list[tuple[tuple[int, ...], int]] = []
     execute = pipeline.Run.execute
 
     async def observed(self: pipeline.Run) -> pipeline.RunSummary:
         seen.append((gc.get_threshold(), gc.get_freeze_count()))
-        return await execute(self)
+        summary = await execute(self)
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+        return summary
 
     monkeypatch.setattr(pipeline.Run, "execute", observed)
-    before = gc.get_threshold()
-    summary = await run(simulator, manifest, tmp_path / "out")
+    raised = (pipeline.YOUNG_GC_THRESHOLD, *sentinel_gc[1:])
+
+    summary = await run(simulator, _one_image_each(tmp_path / "a", 2), tmp_path / "a" / "out")
     assert summary.succeeded == 2
-    [(during, frozen)] = seen
-    assert during == (pipeline.YOUNG_GC_THRESHOLD, *before[1:]) and frozen > 1000
-    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert [threshold for threshold, _ in seen] == [raised, raised] and seen[0][1] > 1000
+    assert gc.get_threshold() == sentinel_gc and gc.get_freeze_count() == 0
+
+    # Two runs at once, the shorter one ending first: the longer keeps the raised
+    # thresholds, and only the last to end restores them.
+    seen.clear()
+    short = _one_image_each(tmp_path / "b", 1)
+    long = _one_image_each(tmp_path / "c", 6)
+    results = await asyncio.gather(
+        run(simulator, short, tmp_path / "b" / "out"),
+        run(simulator, long, tmp_path / "c" / "out", concurrency=1),
+    )
+    assert [r.succeeded for r in results] == [1, 6]
+    assert len(seen) == 4 and all(threshold == raised for threshold, _ in seen), seen
+    assert gc.get_threshold() == sentinel_gc and gc.get_freeze_count() == 0
+
+    # A heap its host program froze: left frozen.
+    gc.freeze()
+    summary = await run(simulator, _one_image_each(tmp_path / "d", 1), tmp_path / "d" / "out")
+    assert summary.succeeded == 1
+    assert gc.get_threshold() == sentinel_gc and gc.get_freeze_count() > 1000
 
 
 async def test_resumed_jobs_are_watched_from_when_they_were_sent(
@@ -230,12 +267,14 @@ async def test_resumed_jobs_are_watched_from_when_they_were_sent(
         return await wait_for(self, job_id, since, age_s=age_s)
 
     monkeypatch.setattr(Poller, "wait_for", observed)
+    before_gc = gc.get_threshold()
     first = asyncio.create_task(run(sim, manifest, out, concurrency=2))
     async with asyncio.timeout(10):
         await two_watched.wait()
     first.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await first
+    assert gc.get_threshold() == before_gc and gc.get_freeze_count() == 0  # also when cut short
     assert ages and all(age == 0 for age in ages.values()), ages
     ages.clear()
     await asyncio.sleep(0.5)

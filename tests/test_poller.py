@@ -286,7 +286,9 @@ class _LaggingList:
 async def test_a_success_listed_late_is_caught_by_the_next_sweep() -> None:
     """Success-only reads look back only `success_settle_s` past the newest update they
     saw, so a success the list shows late (dated before it) is not theirs to find: the
-    sweep, which looks back `settle_s` from its own cursor, finds it."""
+    next sweep, which reads from the previous sweep's newest update less `settle_s`,
+    finds it."""
+    assert PollPolicy().success_settle_s < PollPolicy().settle_s  # the shipped defaults
     client = _LaggingList()
     policy = PollPolicy(
         min_interval_s=0.01,
