@@ -14,7 +14,7 @@ import io
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from batch.durable import DirectorySync
 from batch.errors import DownloadError
-from batch.urls import MAX_REDIRECTS, REDIRECT_STATUSES, redirect_target, signed_url
+from batch.urls import RedirectRefused, get_following_redirects
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ async def _fetch_once(
     digest = hashlib.sha256()
     spool = _Spool(temp)
     try:
-        async with _get_following_redirects(session, url, stem, client_timeout) as response:
+        async with get_following_redirects(session, url, client_timeout=client_timeout) as response:
             if response.status in EXPIRED_STATUSES:
                 raise _Expired(f"CDN answered HTTP {response.status}")
             if response.status != 200:
@@ -119,34 +119,12 @@ async def _fetch_once(
         # keeps serving the other jobs meanwhile.
         final = await asyncio.to_thread(_settle, temp, syncer, stem, held)
         return Fetched(final, digest.hexdigest(), spool.size)
+    except RedirectRefused as refused:
+        raise DownloadError(f"output of {stem}: {refused}") from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _Retry(f"{type(exc).__name__}: {exc}") from exc
     finally:
         await spool.discard()
-
-
-@contextlib.asynccontextmanager
-async def _get_following_redirects(
-    session: aiohttp.ClientSession,
-    url: str,
-    stem: str,
-    client_timeout: aiohttp.ClientTimeout | None,
-) -> AsyncIterator[aiohttp.ClientResponse]:
-    """GET a signed URL, following at most MAX_REDIRECTS redirects by hand: every hop is
-    sent exactly as given, and one from https down to http is refused before it is sent."""
-    current = url
-    for _ in range(MAX_REDIRECTS + 1):
-        async with session.get(
-            signed_url(current), allow_redirects=False, timeout=client_timeout
-        ) as response:
-            if response.status not in REDIRECT_STATUSES:
-                yield response
-                return
-            try:
-                current = redirect_target(current, response.headers.get("Location"))
-            except ValueError as refused:
-                raise DownloadError(f"output of {stem}: {refused}") from None
-    raise _Retry(f"more than {MAX_REDIRECTS} redirects")
 
 
 class _Spool:

@@ -27,7 +27,7 @@ from batch.api import ScenarioClient
 from batch.errors import PermanentApiError, TransientApiError
 from batch.manifest import Item, Reference
 from batch.manifest_files import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, image_problem
-from batch.urls import MAX_REDIRECTS, REDIRECT_STATUSES, redirect_target
+from batch.urls import MAX_REDIRECTS, RedirectRefused, get_following_redirects
 
 MAX_REMOTE_BYTES: Final = MAX_IMAGE_BYTES  # the API's limits, as for local files
 
@@ -132,42 +132,36 @@ class References:
     async def _fetch_url(self, url: str) -> tuple[bytes, str]:
         """GET `url` with no credentials, following at most `max_redirects` redirects by hand
         (never from https down to http), and stop reading past `max_bytes`."""
-        current = url
         try:
-            for _ in range(self._max_redirects + 1):
-                async with self._session.get(current, allow_redirects=False) as response:
-                    if response.status in REDIRECT_STATUSES:
-                        try:
-                            current = redirect_target(current, response.headers.get("Location"))
-                        except ValueError as refused:
-                            raise PermanentApiError(f"reference {url}: {refused}") from None
-                        continue
-                    if response.status != 200:
-                        raise PermanentApiError(f"reference {url} answered HTTP {response.status}")
-                    content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-                    if not content_type.startswith("image/"):
+            async with get_following_redirects(
+                self._session, url, max_redirects=self._max_redirects
+            ) as response:
+                if response.status != 200:
+                    raise PermanentApiError(f"reference {url} answered HTTP {response.status}")
+                content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+                if not content_type.startswith("image/"):
+                    raise PermanentApiError(
+                        f"reference {url} is not an image (Content-Type {content_type!r})"
+                    )
+                declared = response.content_length
+                if declared is not None and declared > self._max_bytes:
+                    raise PermanentApiError(
+                        f"reference {url} is {declared} bytes, over the limit of {self._max_bytes}"
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    size += len(chunk)
+                    if size > self._max_bytes:
                         raise PermanentApiError(
-                            f"reference {url} is not an image (Content-Type {content_type!r})"
+                            f"reference {url} exceeds {self._max_bytes} bytes; refused"
                         )
-                    declared = response.content_length
-                    if declared is not None and declared > self._max_bytes:
-                        raise PermanentApiError(
-                            f"reference {url} is {declared} bytes, over the limit of "
-                            f"{self._max_bytes}"
-                        )
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.content.iter_chunked(64 * 1024):
-                        size += len(chunk)
-                        if size > self._max_bytes:
-                            raise PermanentApiError(
-                                f"reference {url} exceeds {self._max_bytes} bytes; refused"
-                            )
-                        chunks.append(chunk)
-                    return b"".join(chunks), content_type
+                    chunks.append(chunk)
+                return b"".join(chunks), content_type
+        except RedirectRefused as refused:
+            raise PermanentApiError(f"reference {url}: {refused}") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientApiError(f"cannot fetch reference {url}: {exc}") from exc
-        raise PermanentApiError(f"reference {url}: more than {self._max_redirects} redirects")
 
 
 def _image_problem(data: bytes, max_pixels: int) -> str | None:

@@ -9,8 +9,10 @@ could refuse it.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Final
+from collections.abc import AsyncIterator
+from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -36,14 +38,45 @@ def signed_url(url: str) -> yarl.URL:
         raise aiohttp.InvalidURL(url) from exc
 
 
+class RedirectRefused(ValueError):
+    """A redirect not followed; the message says why."""
+
+
+@contextlib.asynccontextmanager
+async def get_following_redirects(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    max_redirects: int = MAX_REDIRECTS,
+    client_timeout: aiohttp.ClientTimeout | None = None,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """GET `url` without credentials, following at most `max_redirects` redirects by hand:
+    every hop goes out as given, and none is taken off http(s) or from https down to http
+    (RedirectRefused, before anything is sent there). `client_timeout`: None keeps the
+    session's (aiohttp reads an explicit None as no timeout at all)."""
+    options: dict[str, Any] = {"allow_redirects": False}
+    if client_timeout is not None:
+        options["timeout"] = client_timeout
+    current = url
+    for _ in range(max_redirects + 1):
+        async with session.get(signed_url(current), **options) as response:
+            if response.status not in REDIRECT_STATUSES:
+                yield response
+                return
+            current = redirect_target(current, response.headers.get("Location"))
+    raise RedirectRefused(f"more than {max_redirects} redirects")
+
+
 def redirect_target(current: str, location: str | None) -> str:
-    """The next hop of a redirect from `current`. ValueError (with the reason) when there
-    is no Location, or it leads off http(s), or from https down to plain http."""
+    """The next hop of a redirect from `current`. RedirectRefused when there is no
+    Location, or it leads off http(s), or from https down to plain http."""
     if not location:
-        raise ValueError("a redirect without a Location")
+        raise RedirectRefused("a redirect without a Location")
     target = urljoin(current, location)
     scheme = urlsplit(target).scheme.lower()
     came_from = urlsplit(current).scheme.lower()
     if scheme not in ("http", "https") or (scheme == "http" and came_from == "https"):
-        raise ValueError(f"refused a redirect from {came_from} to {scheme or 'an unknown scheme'}")
+        raise RedirectRefused(
+            f"refused a redirect from {came_from} to {scheme or 'an unknown scheme'}"
+        )
     return target

@@ -3,6 +3,7 @@ retried, how long it waits (Retry-After, retry-after-ms), and the adaptive throt
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from batch.api import ScenarioClient
 from batch.errors import (
     AmbiguousSubmitError,
     CredentialsError,
+    DownloadError,
     ParallelJobsLimitError,
     PermanentApiError,
 )
@@ -285,3 +287,33 @@ def test_redirect_hops(current: str, location: str | None, expected: str) -> Non
 
 async def _no_refresh() -> str:
     raise AssertionError("the URL was good")
+
+
+async def test_a_stalled_download_times_out_with_the_sessions_timeouts(tmp_path: Path) -> None:
+    """A CDN that accepts the request and never answers: the download gives up within the
+    session's read timeout per attempt (aiohttp would read an explicit None as no
+    timeout at all, and wait forever)."""
+
+    async def stall(_: web.Request) -> web.Response:
+        await asyncio.sleep(60)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_route("GET", "/out.png", stall)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        timeout = aiohttp.ClientTimeout(total=None, connect=1.0, sock_read=0.2)
+        async with aiohttp.ClientSession(timeout=timeout) as session, asyncio.timeout(10):
+            with pytest.raises(DownloadError, match="after 2 attempts"):
+                await fetch_output(
+                    session,
+                    str(server.make_url("/out.png")),
+                    tmp_path,
+                    "stalled",
+                    refresh_url=_no_refresh,
+                    attempts=2,
+                    base_wait_s=0.01,
+                )
+    finally:
+        await server.close()
