@@ -257,15 +257,15 @@ class Run:
             attempts = 0  # --retry-failed: a fresh allowance of tries
         job_id: str | None = record.job_id if record.state == "submitted" else None
         since = record.submitted_at or utc_now()
-        # A job an earlier run sent has been running since then: the poller counts it due
-        # sooner than one sent now (local clock on both ends: no skew with the API's).
+        # A job sent a while ago (by an earlier run, or found after its answer was lost)
+        # has been running since: the poller counts it due sooner than one sent now
+        # (local clock on both ends: no skew with the API's).
         sent_at = record.submitted_at if record.state in ("submitted", "submitting") else None
         if record.state == "submitting":
             job_id, since = await self._resume_submitting(item, record)
         while True:
             if job_id is None:
-                job_id, since = await self._submit(item)
-                sent_at = None
+                job_id, since, sent_at = await self._submit(item)
                 attempts += 1
             age_s = (
                 (dt.datetime.now(dt.UTC) - parse_time(sent_at)).total_seconds() if sent_at else 0.0
@@ -313,8 +313,10 @@ class Run:
         await self._adopt(item, job)
         return job.job_id, job.created_at
 
-    async def _submit(self, item: Item) -> tuple[str, str]:
-        """Send one generate call and tie its job to the item, never paying twice."""
+    async def _submit(self, item: Item) -> tuple[str, str, str | None]:
+        """Send one generate call and tie its job to the item, never paying twice. Returns
+        the job id, its creation time and, for a job found by reconciliation after an
+        answer was lost, when the call went out (it may have run for a while since)."""
         references = await self.references.asset_ids(item)
         body = item.generate_body(references)
         while True:
@@ -328,7 +330,7 @@ class Run:
 
     async def _submit_once(
         self, item: Item, body: dict[str, Any], references: list[str]
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, str | None]:
         """One generate call. Raises _TryAgain when it surely created nothing."""
         sent_at = utc_now()
         await self._record(item, state="submitting", submittedAt=sent_at, references=references)
@@ -344,7 +346,7 @@ class Run:
             job = await self.reconciler.find(body, sent_at)
             if job is not None:
                 await self._adopt(item, job)
-                return job.job_id, job.created_at
+                return job.job_id, job.created_at, sent_at
             await self._record(item, state="planned", notCreated=True)
             raise _TryAgain from exc
         except ApiError:
@@ -366,7 +368,7 @@ class Run:
             createdAt=job.created_at,
         )
         self.progress.in_flight(self.poller.in_flight() + 1)
-        return job.job_id, job.created_at
+        return job.job_id, job.created_at, None
 
     async def _adopt(self, item: Item, job: JobView) -> None:
         """Tie a job found by reconciliation to its item; it was paid for when created."""

@@ -248,29 +248,48 @@ async def test_run_freezes_its_loaded_state_for_the_gc_and_restores_it(
     assert gc.get_threshold() == sentinel_gc and gc.get_freeze_count() > 1000
 
 
+class _WatchedAges:
+    """The age each job was watched with (`Poller.wait_for`'s age_s), by job id."""
+
+    def __init__(self) -> None:
+        self.ages: dict[str, float] = {}
+        self.enough = asyncio.Event()
+        self.wanted = 0
+
+    async def until(self, count: int) -> None:
+        self.wanted = count
+        if len(self.ages) < count:
+            async with asyncio.timeout(10):
+                await self.enough.wait()
+
+
+@pytest.fixture
+def watched(monkeypatch: pytest.MonkeyPatch) -> _WatchedAges:
+    record = _WatchedAges()
+    wait_for = Poller.wait_for
+
+    async def observed(self: Poller, job_id: str, since: str, *, age_s: float = 0.0) -> Finished:
+        record.ages[job_id] = age_s
+        if record.wanted and len(record.ages) >= record.wanted:
+            record.enough.set()
+        return await wait_for(self, job_id, since, age_s=age_s)
+
+    monkeypatch.setattr(Poller, "wait_for", observed)
+    return record
+
+
 async def test_resumed_jobs_are_watched_from_when_they_were_sent(
-    simulator_factory: SimulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    simulator_factory: SimulatorFactory, tmp_path: Path, watched: _WatchedAges
 ) -> None:
     """A run stopped while its jobs ran: the next run watches them as jobs that have been
     running since they were sent (so they are due sooner), new jobs as just sent."""
     sim = await simulator_factory(job_latency_s=2.0)
     manifest = _one_image_each(tmp_path, 3)
     out = tmp_path / "out"
-    ages: dict[str, float] = {}
-    two_watched = asyncio.Event()
-    wait_for = Poller.wait_for
-
-    async def observed(self: Poller, job_id: str, since: str, *, age_s: float = 0.0) -> Finished:
-        ages[job_id] = age_s
-        if len(ages) == 2:
-            two_watched.set()
-        return await wait_for(self, job_id, since, age_s=age_s)
-
-    monkeypatch.setattr(Poller, "wait_for", observed)
+    ages = watched.ages
     before_gc = gc.get_threshold()
     first = asyncio.create_task(run(sim, manifest, out, concurrency=2))
-    async with asyncio.timeout(10):
-        await two_watched.wait()
+    await watched.until(2)
     first.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await first
@@ -284,3 +303,17 @@ async def test_resumed_jobs_are_watched_from_when_they_were_sent(
     resumed = [age for age in ages.values() if age > 0]
     assert len(ages) == 3 and len(resumed) == 2, ages
     assert all(0.5 <= age < 10 for age in resumed), ages
+
+
+async def test_a_job_found_after_a_lost_answer_is_watched_from_its_call(
+    simulator_factory: SimulatorFactory, tmp_path: Path, watched: _WatchedAges
+) -> None:
+    """A generate answer lost after the job was made: the job found by reconciliation is
+    watched as running since the call went out; the others as just sent."""
+    sim = await simulator_factory(job_latency_s=0.3, drop_after_submit_rate=0.5, seed=3)
+    summary = await run(sim, _one_image_each(tmp_path, 8), tmp_path / "out")
+    assert summary.succeeded == 8
+    dropped = {r.job_id for r in sim.generate_calls() if r.status is None and r.job_id}
+    assert dropped and set(watched.ages) >= dropped
+    assert all(watched.ages[job_id] > 0 for job_id in dropped), watched.ages
+    assert all(age == 0 for job_id, age in watched.ages.items() if job_id not in dropped)
