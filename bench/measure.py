@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import tempfile
 import time
@@ -76,19 +75,18 @@ class Outcome:
         return statistics.fmean(added), statistics.fmean(fractions)
 
 
-def run_config(config: Config, kind: str, workdir: Path | None = None) -> Outcome:
-    """Run one client against a fresh simulator process on a fresh workload."""
+def run_config(config: Config, kind: str, workdir: Path) -> Outcome:
+    """Run one client against a fresh simulator process on a fresh workload, in a new
+    directory under `workdir`. Its files stay until the caller removes `workdir`: removing
+    them here would make the next run's file creation dearer (bench/fsprobe.py)."""
     root = Path(tempfile.mkdtemp(prefix=f"bench-{config.name}-{kind}-", dir=workdir))
-    try:
-        manifest = write_bulk_manifest(root, config.jobs)
-        knobs = {"job_latency_s": config.latency_s, "job_latency_jitter": JITTER, "seed": 1}
-        with SimProcess(**knobs) as sim:
-            cpu0 = sim.stats().cpu_s
-            result = run_client(kind, sim.base_url, manifest, root / "out", config.concurrency)
-            stats = sim.stats()
-        return Outcome(config, result, stats, stats.cpu_s - cpu0)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    manifest = write_bulk_manifest(root, config.jobs)
+    knobs = {"job_latency_s": config.latency_s, "job_latency_jitter": JITTER, "seed": 1}
+    with SimProcess(**knobs) as sim:
+        cpu0 = sim.stats().cpu_s
+        result = run_client(kind, sim.base_url, manifest, root / "out", config.concurrency)
+        stats = sim.stats()
+    return Outcome(config, result, stats, stats.cpu_s - cpu0)
 
 
 def pause() -> None:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import scale, simalone
+from bench import fsprobe, scale, simalone
 from bench.measure import Config, Outcome, pause, run_config
 
 SECTIONS = ("sim", "c16", "c64", "c256", "scale", "inflight")
@@ -63,14 +63,15 @@ def outcome_row(o: Outcome) -> str:
         f"| {o.config.name} | {c.kind} | {_fmt(c.wall_s, 1)} | {_fmt(o.config.ideal_s, 1)} "
         f"| {_fmt(o.wall_ratio, 3)} | {_fmt(o.requests_per_job)} | {_fmt(o.per_job('upload'))} "
         f"| {_fmt(o.per_job('submit'))} | {_fmt(o.per_job('poll'))} | {_fmt(o.per_job('urls'))} "
-        f"| {_fmt(o.cpu_ms_per_job)} | {_fmt(c.peak_rss_mb, 0)} | {_fmt(1000 * added_s, 0)} "
+        f"| {_fmt(o.cpu_ms_per_job)} ({_fmt(1000 * c.sys_s / o.config.jobs)}) "
+        f"| {_fmt(c.peak_rss_mb, 0)} | {_fmt(1000 * added_s, 0)} "
         f"({_fmt(100 * added_frac, 1)}%) | {_fmt(o.sim_busy)} | {_fmt(c.report_s, 1)} | {status} |"
     )
 
 
 OUTCOME_HEADER = (
     "| config | client | wall s | ideal s | wall/ideal | API req/job | uploads/job "
-    "| submits/job | polls/job | URL lookups/job | client CPU ms/job (= s per 1,000) "
+    "| submits/job | polls/job | URL lookups/job | client CPU ms/job (of which system) "
     "| peak RSS MB | added latency ms (% of job) | sim CPU busy | report.html s | status |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
@@ -160,8 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small N: a check, not a measure")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
-    parser.add_argument("--clients", default="pipeline,sdk", help="pipeline,sdk (default both)")
+    parser.add_argument(
+        "--clients", default="pipeline,sdk", help="pipeline,sdk,floor (default: pipeline,sdk)"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument(
+        "--workdir", type=Path, help="where runs write their files (default: the temp dir)"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
@@ -196,7 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = [c for c in configs if c.name in only]
     if "inflight" in only:
         configs.append(plan.inflight)
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=args.workdir) as tmp:
+        create_us = [fsprobe.file_create_cpu_us(Path(tmp))]
+        print(
+            f"Creating a small file in {tmp}: {create_us[0]:.0f} us of CPU (bench/fsprobe.py)\n",
+            flush=True,
+        )
         for config in configs:
             kinds = ["pipeline"] if config.name == "inflight" else clients
             for kind in kinds:
@@ -207,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"<!-- {config.name} {kind}: {outcome.client.wall_s:.1f} s -->", flush=True)
                 pause()
         if outcomes:
+            create_us.append(fsprobe.file_create_cpu_us(Path(tmp)))
             print(
                 f"\n## Runs (N jobs, L = {plan.latency_s} s mean, jitter ±5%, "
                 f"inflight: N={plan.inflight.jobs}, L={plan.inflight.latency_s} s, "
@@ -215,6 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(OUTCOME_HEADER)
             for outcome in outcomes.values():
                 print(outcome_row(outcome))
+            print(
+                "\nCreating a small file (each job creates one): "
+                f"{create_us[0]:.0f} us of CPU before the runs, {create_us[1]:.0f} us after."
+            )
             pairs = [
                 (o, outcomes[(n, "sdk")])
                 for (n, k), o in outcomes.items()
@@ -266,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for (n, k), o in outcomes.items()
         }
         raw["scale"] = {k: asdict(v) for k, v in timed.items()}
+        raw["file_create_cpu_us"] = create_us
         args.json.write_text(json.dumps(raw, indent=2))
     failed_runs = [o for o in outcomes.values() if not o.ok]
     return 1 if failed_runs else 0

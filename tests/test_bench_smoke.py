@@ -6,21 +6,33 @@ from pathlib import Path
 
 import pytest
 
+from bench.fsprobe import file_create_cpu_us
 from bench.measure import Config, run_config
 from bench.scale import ledger_load, manifest_validate
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
-@pytest.mark.parametrize("kind", ["pipeline", "sdk"])
-def test_bench_runs_both_clients(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["pipeline", "sdk", "floor"])
+def test_bench_runs_every_client(kind: str, tmp_path: Path) -> None:
     """Each client finishes every job against the simulator process; figures are filled in."""
     outcome = run_config(Config("smoke", 4, 0.2, 4), kind, tmp_path)
     assert outcome.ok, outcome.client.error
     assert outcome.sim.count("upload") == 4 and outcome.sim.count("submit") == 4
     assert len(outcome.client.done) == 4 and outcome.client.cpu_s > 0
+    assert 0 <= outcome.client.sys_s <= outcome.client.cpu_s
+    outputs = sorted(p.name for p in tmp_path.glob("bench-smoke-*/out/*.png"))
+    assert len(outputs) == 4, outputs
     added_s, _ = outcome.added_latency()
     assert added_s >= 0
+
+
+def test_file_create_probe(tmp_path: Path) -> None:
+    """The probe creates its files (and leaves them: deleting would tax later creations)."""
+    cost = file_create_cpu_us(tmp_path, files=20)
+    assert cost >= 0
+    (probe,) = tmp_path.glob("fsprobe-*")
+    assert len(list(probe.iterdir())) == 20
 
 
 def test_bench_scale_figures(tmp_path: Path) -> None:
