@@ -15,6 +15,7 @@ import logging
 import os
 import random
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -60,14 +61,16 @@ async def fetch_output(
     base_wait_s: float = 0.25,
     client_timeout: aiohttp.ClientTimeout | None = None,
     directory_sync: DirectorySync | None = None,
+    settle_in: Executor | None = None,
 ) -> Fetched:
     """Download `url` into `directory/stem.<ext>`. No credentials are sent to the CDN.
-    Downloads into one directory should share one `directory_sync`."""
+    Downloads into one directory should share one `directory_sync`. The file is made
+    durable in a thread of `settle_in` (default: the loop's default executor)."""
     syncer = directory_sync or DirectorySync(directory)
     last_problem = "no attempt made"
     for attempt in range(1, attempts + 1):
         try:
-            return await _fetch_once(session, url, syncer, stem, client_timeout)
+            return await _fetch_once(session, url, syncer, stem, client_timeout, settle_in)
         except _Expired as expired:
             last_problem = str(expired)
             if attempt < attempts:
@@ -91,6 +94,7 @@ async def _fetch_once(
     syncer: DirectorySync,
     stem: str,
     client_timeout: aiohttp.ClientTimeout | None,
+    settle_in: Executor | None,
 ) -> Fetched:
     directory = syncer.directory
     # Random without a system call (secrets/urandom costs one per download); the name
@@ -117,7 +121,8 @@ async def _fetch_once(
         held = await spool.finish()
         # One trip to a worker thread for all the blocking file work: the event loop
         # keeps serving the other jobs meanwhile.
-        final = await asyncio.to_thread(_settle, temp, syncer, stem, held)
+        loop = asyncio.get_running_loop()
+        final = await loop.run_in_executor(settle_in, _settle, temp, syncer, stem, held)
         return Fetched(final, digest.hexdigest(), spool.size)
     except RedirectRefused as refused:
         raise DownloadError(f"output of {stem}: {refused}") from None

@@ -195,28 +195,30 @@ class Poller:
 
     async def run(self) -> None:
         """Poll until stopped. A 401 ends the run; other API errors are retried next tick."""
-        while not self._stopped:
-            if not self._watches:
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
-                continue
-            await self._sleep(self._wait_s())
-            if self._stopped:
-                break
-            started = self._clock()
-            try:
-                await self._tick()
-            except CredentialsError as exc:
-                self._fail_all(exc)
-                raise
-            except OutageError as exc:
-                # The API stayed down past the grace period: every waiter stops (resumable).
-                self._fail_all(exc)
-            except ApiError as exc:
-                log.warning("polling failed this tick, will try again: %s", exc)
-            finally:
-                self._last_tick_s = self._clock() - started
+        # URL lookups run beside the ticks: the next list read need not wait for them.
+        async with asyncio.TaskGroup() as lookups:
+            while not self._stopped:
+                if not self._watches:
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+                    continue
+                await self._sleep(self._wait_s())
+                if self._stopped:
+                    break
+                started = self._clock()
+                try:
+                    await self._tick(lookups)
+                except CredentialsError as exc:
+                    self._fail_all(exc)
+                    raise
+                except OutageError as exc:
+                    # The API stayed down past the grace period: every waiter stops (resumable).
+                    self._fail_all(exc)
+                except ApiError as exc:
+                    log.warning("polling failed this tick, will try again: %s", exc)
+                finally:
+                    self._last_tick_s = self._clock() - started
 
     def _wait_s(self) -> float:
         """Until the next tick: the cadence, or longer while no job in flight is due."""
@@ -257,11 +259,11 @@ class Poller:
             await self._changed.wait()
             self._changed.clear()
 
-    async def _tick(self) -> None:
+    async def _tick(self, lookups: asyncio.TaskGroup) -> None:
         before = self.stats.requests
         finished_before = self.stats.finished
         try:
-            await self._poll_once()
+            await self._poll_once(lookups)
         finally:
             now = self._clock()
             self._tick_requests = 0.8 * self._tick_requests + 0.2 * (self.stats.requests - before)
@@ -272,7 +274,7 @@ class Poller:
                 self._seconds_per_tick = 0.8 * self._seconds_per_tick + 0.2 * seconds
             self._last_tick = now
 
-    async def _poll_once(self) -> None:
+    async def _poll_once(self, lookups: asyncio.TaskGroup) -> None:
         self.stats.ticks += 1
         tick = self.stats.ticks
         seen: dict[str, JobView] = {}
@@ -316,7 +318,7 @@ class Poller:
         if finished:
             self._update_due_after()
         if pending:
-            await self._fetch_urls(pending)
+            lookups.create_task(self._fetch_urls(pending), name="poller:urls")
 
     async def _fetch_urls(
         self, pending: list[tuple[JobView, asyncio.Future[dict[str, str]]]]

@@ -331,3 +331,63 @@ async def test_a_job_sent_earlier_is_due_sooner() -> None:
     await asyncio.sleep(0)
     assert poller._wait_s() == pytest.approx(2.0)
     fresh.cancel()
+
+
+class _SlowUrls:
+    """A client whose job list shows the jobs in `done` as succeeded, and whose URL
+    lookups hang until `release` is set."""
+
+    def __init__(self) -> None:
+        self.done: set[str] = set()
+        self.release = asyncio.Event()
+        self.lookups = 0
+
+    async def list_job_pages(self, **_: Any) -> AsyncIterator[list[dict[str, Any]]]:
+        yield [
+            {
+                "jobId": job_id,
+                "status": "success",
+                "createdAt": "2026-11-25T00:00:00.000Z",
+                "updatedAt": "2026-11-25T00:00:01.000Z",
+                "metadata": {"assetIds": [f"asset_of_{job_id}"]},
+            }
+            for job_id in sorted(self.done)
+        ]
+
+    async def get_job(self, job_id: str) -> JobView:
+        raise AssertionError("the list shows every job: no direct GET expected")
+
+    async def asset_urls(self, asset_ids: Sequence[str]) -> dict[str, str]:
+        self.lookups += 1
+        await self.release.wait()
+        return {a: f"https://cdn.example/{a}" for a in asset_ids}
+
+
+async def test_a_slow_url_lookup_does_not_hold_up_the_next_tick() -> None:
+    """URL lookups run beside the ticks: while one hangs, the next job to finish is still
+    reported at the poller's cadence, and both get their URLs once lookups answer."""
+    client = _SlowUrls()
+    policy = PollPolicy(min_interval_s=0.01, initial_interval_s=0.01, direct_below=1)
+    poller = Poller(client, policy)  # type: ignore[arg-type]
+    since = "2026-11-25T00:00:00.000Z"
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(poller.run())
+        first = group.create_task(poller.wait_for("job_0", since))
+        second = group.create_task(poller.wait_for("job_1", since))
+        client.done.add("job_0")
+        async with asyncio.timeout(2):
+            first_final = await first
+        client.done.add("job_1")
+        async with asyncio.timeout(2):
+            second_final = await second  # found while job_0's lookup still hangs
+        assert not first_final.urls.done() and client.lookups == 2
+        client.release.set()
+        async with asyncio.timeout(2):
+            assert await first_final.urls == {
+                "asset_of_job_0": "https://cdn.example/asset_of_job_0"
+            }
+            assert await second_final.urls == {
+                "asset_of_job_1": "https://cdn.example/asset_of_job_1"
+            }
+        poller.stop()
+        await running
