@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from batch.api import JobView, ScenarioClient
+from batch.api import BULK_LIMIT, JobView, ScenarioClient
 from batch.errors import ApiError, CredentialsError, OutageError
 
 log = logging.getLogger(__name__)
@@ -318,6 +318,10 @@ class Poller:
         if finished:
             self._update_due_after()
         if pending:
+            # Counted with this tick, whose cost per finished job sets the pace (the lookup
+            # itself answers after the tick is over).
+            outputs = sum(len(job.asset_ids) for job, _ in pending)
+            self.stats.url_requests += -(-outputs // BULK_LIMIT)
             lookups.create_task(self._fetch_urls(pending), name="poller:urls")
 
     async def _fetch_urls(
@@ -329,7 +333,6 @@ class Poller:
         wanted = [asset for job, _ in pending for asset in job.asset_ids]
         try:
             found = await self._client.asset_urls(wanted)
-            self.stats.url_requests += -(-len(wanted) // 200)
         except ApiError as exc:
             log.warning("could not fetch output URLs this tick: %s", exc)
         finally:
