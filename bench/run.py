@@ -78,11 +78,11 @@ OUTCOME_HEADER = (
 
 
 def compare_row(ours: Outcome, sdk: Outcome) -> str:
-    # wall/ideal, so that a run on fewer jobs compares fairly
+    # wall/ideal and CPU per job, so that a run on fewer jobs compares fairly
     return (
         f"| {ours.config.name} | {_fmt(sdk.wall_ratio / ours.wall_ratio)}x "
         f"| {_fmt(sdk.requests_per_job / ours.requests_per_job)}x "
-        f"| {_fmt(sdk.client.cpu_s / max(ours.client.cpu_s, 1e-9))}x |"
+        f"| {_fmt(sdk.cpu_ms_per_job / max(ours.cpu_ms_per_job, 1e-9))}x |"
     )
 
 
