@@ -58,6 +58,8 @@ DEFAULT_JOB_TIMEOUT_S = 30 * 60.0
 URL_WAIT_S = 120.0
 PLANNED_BATCH = 5_000
 YOUNG_GC_THRESHOLD = 10_000  # allocations between young collections (default 700)
+PREFETCH_DELAY_SHARE = 0.3  # of a typical job: a prefetch waits this long before uploading
+PREFETCH_DELAY_MAX_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ class Run:
         self._finishing = asyncio.Semaphore(options.concurrency)  # items past their job
         self._slot_returned: set[str] = set()
         self._prefetching = asyncio.Semaphore(max(1, min(options.concurrency, 64)))
+        self._prefetches: set[asyncio.Task[None]] = set()
         self.summary = RunSummary()
         self._claimed: set[str] = {
             job_id for record in _every_record(state) for job_id in record.job_ids
@@ -169,6 +172,8 @@ class Run:
                 poll_task = group.create_task(self.poller.run(), name="poller")
                 await self._start_items(group, todo)
                 await self._idle.wait()
+                for prefetch in self._prefetches:  # every item is done: none is needed
+                    prefetch.cancel()
                 self.poller.stop()
                 await poll_task
         except BaseExceptionGroup as group:
@@ -211,7 +216,9 @@ class Run:
             while ahead < min(len(todo), index + self.slots.limit + 1):
                 nxt, nxt_record = todo[ahead]
                 if nxt_record is None or nxt_record.state in ("planned", "failed"):
-                    group.create_task(self._prefetch(nxt), name=f"refs:{nxt.id}")
+                    prefetch = group.create_task(self._prefetch(nxt), name=f"refs:{nxt.id}")
+                    self._prefetches.add(prefetch)
+                    prefetch.add_done_callback(self._prefetches.discard)
                 ahead += 1
             await self.slots.acquire()  # before the task exists: bounded live tasks
             self._active += 1
@@ -296,7 +303,17 @@ class Run:
 
     async def _prefetch(self, item: Item) -> None:
         """Upload an upcoming item's references while the slots are busy with jobs.
-        Errors are left for the item's own task, which asks again and handles them."""
+        Errors are left for the item's own task, which asks again and handles them.
+
+        A prefetch starts when an item takes a slot, that is in the burst of a wave of
+        finished jobs handing their slots on; the item it uploads for needs it about one
+        job later. So it first waits a share of a typical job, and the wave's downloads
+        and submits have the event loop to themselves (C=256: added latency and wall
+        both fell, bench/RESULTS.md round 6). Should its item start sooner, the item
+        uploads itself and this finds the upload done."""
+        typical = self.poller.typical_s
+        if typical:
+            await asyncio.sleep(min(PREFETCH_DELAY_SHARE * typical, PREFETCH_DELAY_MAX_S))
         async with self._prefetching:
             with contextlib.suppress(Exception):
                 await self.references.asset_ids(item)

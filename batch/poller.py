@@ -167,6 +167,11 @@ class Poller:
         if watch is not None and not watch.future.done():
             watch.future.cancel()
 
+    @property
+    def typical_s(self) -> float | None:
+        """How long this run's jobs take, from watch to sighting (None until one ended)."""
+        return self._typical_s
+
     def in_flight(self) -> int:
         """How many jobs are being watched."""
         return len(self._watches)

@@ -317,3 +317,29 @@ async def test_a_job_found_after_a_lost_answer_is_watched_from_its_call(
     assert dropped and set(watched.ages) >= dropped
     assert all(watched.ages[job_id] > 0 for job_id in dropped), watched.ages
     assert all(age == 0 for job_id, age in watched.ages.items() if job_id not in dropped)
+
+
+async def test_prefetch_waits_out_the_wave_that_started_it(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """References are uploaded ahead of their slot, but not in the burst of the wave that
+    freed the slots: once a job duration is known, a prefetch waits a share of one first
+    (0.3 x ~0.5 s here). Every reference is still uploaded once, ahead of its item."""
+    sim = await simulator_factory(seed=5, job_latency_s=0.5, job_latency_jitter=0.0)
+    manifest = _one_image_each(tmp_path, 12)
+
+    summary = await run(sim, manifest, tmp_path / "out", concurrency=4)
+
+    assert summary.succeeded == 12
+    records = sim.request_log
+    uploads = sorted(r.time for r in records if r.method == "POST" and r.path == "/v1/assets")
+    submits = sorted(r.time for r in records if r.path.startswith("/v1/generate/"))
+    assert len(uploads) == 12 and len(submits) == 12
+    first_end = submits[0] + 0.5  # the first wave's jobs end; their slots pass on
+    # Items 0-8 are prefetched at the start (no duration known yet), 9-11 once the first
+    # wave hands its slots on: not at once, but after the wait.
+    later = [t - first_end for t in uploads if t > first_end]
+    assert len(later) == 3, later
+    assert min(later) >= 0.1, later
+    # ... and still ahead of their items, which start when the second wave ends.
+    assert max(uploads) < submits[8], (uploads, submits)
