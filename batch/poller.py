@@ -199,31 +199,42 @@ class Poller:
         return min(policy.max_interval_s, max(policy.min_interval_s, wanted))
 
     async def run(self) -> None:
-        """Poll until stopped. A 401 ends the run; other API errors are retried next tick."""
-        # URL lookups run beside the ticks: the next list read need not wait for them.
-        async with asyncio.TaskGroup() as lookups:
-            while not self._stopped:
-                if not self._watches:
-                    self._changed.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), timeout=1.0)
-                    continue
-                await self._sleep(self._wait_s())
-                if self._stopped:
-                    break
-                started = self._clock()
-                try:
-                    await self._tick(lookups)
-                except CredentialsError as exc:
-                    self._fail_all(exc)
-                    raise
-                except OutageError as exc:
-                    # The API stayed down past the grace period: every waiter stops (resumable).
-                    self._fail_all(exc)
-                except ApiError as exc:
-                    log.warning("polling failed this tick, will try again: %s", exc)
-                finally:
-                    self._last_tick_s = self._clock() - started
+        """Poll until stopped. A 401 ends the run (raised as it is); other API errors are
+        retried next tick."""
+        try:
+            # URL lookups run beside the ticks: the next list read need not wait for them.
+            async with asyncio.TaskGroup() as lookups:
+                await self._poll_until_stopped(lookups)
+        except BaseExceptionGroup as group:
+            # A lookup logs its errors (the downloads then ask for their own URLs), so
+            # what ends the group is the polling loop's own error: raised as it is.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    async def _poll_until_stopped(self, lookups: asyncio.TaskGroup) -> None:
+        while not self._stopped:
+            if not self._watches:
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+                continue
+            await self._sleep(self._wait_s())
+            if self._stopped:
+                break
+            started = self._clock()
+            try:
+                await self._tick(lookups)
+            except CredentialsError as exc:
+                self._fail_all(exc)
+                raise
+            except OutageError as exc:
+                # The API stayed down past the grace period: every waiter stops (resumable).
+                self._fail_all(exc)
+            except ApiError as exc:
+                log.warning("polling failed this tick, will try again: %s", exc)
+            finally:
+                self._last_tick_s = self._clock() - started
 
     def _wait_s(self) -> float:
         """Until the next tick: the cadence, or longer while no job in flight is due."""

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from batch.api import JobView, ScenarioClient
+from batch.errors import CredentialsError
 from batch.poller import Finished, Poller, PollPolicy
 from batch.simulator import MODEL_ID, Simulator
 from tests.conftest import SimulatorFactory
@@ -394,3 +395,23 @@ async def test_a_slow_url_lookup_does_not_hold_up_the_next_tick() -> None:
             }
         poller.stop()
         await running
+
+
+class _Refused:
+    """A client whose credentials were revoked mid-run: every list read answers 401."""
+
+    async def list_job_pages(self, **_: Any) -> AsyncIterator[list[dict[str, Any]]]:
+        raise CredentialsError("HTTP 401: check SCENARIO_SDK_API_KEY")
+        yield []  # pragma: no cover (makes this an async generator)
+
+
+async def test_a_401_while_polling_ends_the_run_with_that_error() -> None:
+    """The poller raises the CredentialsError itself (not wrapped in a group by the task
+    group its URL lookups run in), and every waiter gets it too."""
+    poller = Poller(_Refused(), PollPolicy(initial_interval_s=0.01, direct_below=1))  # type: ignore[arg-type]
+    waiter = asyncio.ensure_future(poller.wait_for("job_0", "2026-11-25T00:00:00.000Z"))
+    async with asyncio.timeout(5):
+        with pytest.raises(CredentialsError, match="401"):
+            await poller.run()
+        with pytest.raises(CredentialsError):
+            await waiter
