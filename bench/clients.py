@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import stages
+
 API_KEY = "bench-key"
 API_SECRET = "bench-secret"
 
@@ -42,6 +44,8 @@ class ClientResult:
     peak_rss_mb: float = 0.0
     requests: int = 0  # API requests as the client counted them
     done: dict[str, float] = field(default_factory=dict)  # job id -> epoch the file was on disk
+    # job id -> epochs of bench.stages.STAGES (the pipeline only)
+    stages: dict[str, list[float]] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -90,6 +94,8 @@ async def run_pipeline(
             result.report_sys_s += _sys() - system
 
         setattr(batch.pipeline, "_write_report", timed_report)  # noqa: B010 (a private hook)
+    marks: dict[str, dict[str, Any]] = {}
+    stages.install(marks)
     started = time.perf_counter()
     manifest = load_manifest(manifest_path)
     result.load_s = time.perf_counter() - started
@@ -107,6 +113,7 @@ async def run_pipeline(
     for record in load_state(out).items.values():
         if record.state == "succeeded" and record.job_id and record.last_ts:
             result.done[record.job_id] = _epoch(record.last_ts)
+    result.stages = stages.by_job(marks)
     return result
 
 

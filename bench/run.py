@@ -227,6 +227,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(OUTCOME_HEADER)
             for outcome in outcomes.values():
                 print(outcome_row(outcome))
+            staged = [(o, o.stage_means_ms()) for o in outcomes.values()]
+            staged = [(o, means) for o, means in staged if means]
+            if staged:
+                print(
+                    "\nAdded latency by stage (pipeline, mean ms after the job's end):\n"
+                    "\n| config | -> seen final | -> URLs | -> a download slot "
+                    "| -> file settled | -> `succeeded` recorded |\n|---|---|---|---|---|---|"
+                )
+                for o, means in staged:
+                    cells = " | ".join(
+                        _fmt(means.get(k, math.nan), 0)
+                        for k in ("seen", "urls", "download", "settled", "recorded")
+                    )
+                    print(f"| {o.config.name} | {cells} |")
             print(
                 "\nCreating a small file (each job creates one): "
                 f"{create_us[0]:.0f} us of CPU before the runs, {create_us[1]:.0f} us after."

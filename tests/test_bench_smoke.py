@@ -25,6 +25,12 @@ def test_bench_runs_every_client(kind: str, tmp_path: Path) -> None:
     assert len(outputs) == 4, outputs
     added_s, _ = outcome.added_latency()
     assert added_s >= 0
+    stages = outcome.stage_means_ms()
+    if kind == "pipeline":  # where its added latency goes, stage by stage
+        assert list(stages) == ["seen", "urls", "download", "settled", "recorded"], stages
+        assert stages["seen"] > 0 and stages["settled"] > 0, stages
+    else:
+        assert stages == {}
 
 
 def test_file_create_probe(tmp_path: Path) -> None:
