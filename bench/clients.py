@@ -182,6 +182,7 @@ async def run_floor(
     import aiohttp
     import orjson
 
+    from batch.api import BULK_LIMIT
     from batch.manifest import load_manifest
     from batch.poller import format_time, parse_time
 
@@ -229,8 +230,8 @@ async def run_floor(
                     continue
                 asset_ids = [a for assets in found.values() for a in assets]
                 urls: dict[str, str] = {}
-                for start in range(0, len(asset_ids), 200):
-                    body = {"assetIds": asset_ids[start : start + 200]}
+                for start in range(0, len(asset_ids), BULK_LIMIT):
+                    body = {"assetIds": asset_ids[start : start + BULK_LIMIT]}
                     answer = await call("POST", "/assets/get-bulk", json=body)
                     urls.update({a["id"]: a["url"] for a in answer["assets"]})
                 for job_id, assets in found.items():

@@ -13,6 +13,8 @@ from bench.simproc import SimProcess, SimStats
 from bench.stages import STAGES
 from bench.workload import write_bulk_manifest
 
+# The steps of a pipeline job's added latency: the hooked stages, then its `succeeded` record.
+STEPS = (*STAGES, "recorded")
 JITTER = 0.05  # low jitter: wall time close to N x L / C is then reachable
 
 
@@ -78,14 +80,14 @@ class Outcome:
     def stage_means_ms(self) -> dict[str, float]:
         """Mean ms spent in each stage after a job's end (the pipeline only): to its
         sighting, to its URLs, to a download slot, to its file settled, to `succeeded`."""
-        steps: dict[str, list[float]] = {name: [] for name in (*STAGES, "recorded")}
+        steps: dict[str, list[float]] = {name: [] for name in STEPS}
         for job_id, times in self.client.stages.items():
             done = self.client.done.get(job_id)
             if done is None or job_id not in self.sim.jobs:
                 continue
             created, duration = self.sim.jobs[job_id]
             previous = created + duration
-            for name, at in zip((*STAGES, "recorded"), (*times, done), strict=True):
+            for name, at in zip(STEPS, (*times, done), strict=True):
                 steps[name].append(at - previous)
                 previous = at
         return {k: 1000 * statistics.fmean(v) for k, v in steps.items() if v}

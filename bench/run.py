@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import fsprobe, scale, simalone
-from bench.measure import Config, Outcome, pause, run_config
+from bench.measure import STEPS, Config, Outcome, pause, run_config
 
 SECTIONS = ("sim", "c16", "c64", "c256", "scale", "inflight")
 
@@ -236,10 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "| -> file settled | -> `succeeded` recorded |\n|---|---|---|---|---|---|"
                 )
                 for o, means in staged:
-                    cells = " | ".join(
-                        _fmt(means.get(k, math.nan), 0)
-                        for k in ("seen", "urls", "download", "settled", "recorded")
-                    )
+                    cells = " | ".join(_fmt(means.get(k, math.nan), 0) for k in STEPS)
                     print(f"| {o.config.name} | {cells} |")
             print(
                 "\nCreating a small file (each job creates one): "
