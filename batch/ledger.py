@@ -16,6 +16,13 @@ States of an item, in order: planned -> submitting -> submitted -> succeeded | f
 state is `submitting` may or may not have a job, and must be reconciled, never resubmitted
 blindly.
 
+A record that names output files (`files`) is written only after the output directory
+is fsynced: the files were renamed into place before the record was handed over, so
+whenever the record is on disk, so are their names. Downloads leave that sync to the
+ledger: one directory fsync per ledger write that holds such records, instead of one
+per wave of renames (bench/RESULTS.md, round 7). A crash before it leaves the item short
+of `succeeded`, and a rerun downloads it again.
+
 Loading 100,000 items fast: `ledger.snapshot.json` holds the replayed state of the ledger's
 first bytes; a load starts from it and replays only later lines. The writer leaves one when
 it closes, and has one written every 16 MiB of appends meanwhile (`batch.checkpoint`), so a
@@ -547,7 +554,7 @@ class LedgerWriter:
     def __init__(self, directory: Path, checkpoint_every: int = CHECKPOINT_BYTES) -> None:
         self.path = directory / LEDGER_NAME
         self._fd: int | None = None
-        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._pending: list[_Pending] = []
         self._writing: concurrent.futures.Future[None] | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._file_lock = threading.Lock()
@@ -575,7 +582,7 @@ class LedgerWriter:
             # Its own completion callback reports any error to its appenders.
             concurrent.futures.wait([self._writing])
         if batch:
-            self._write([line for line, _ in batch])
+            self._write(*_lines_of(batch))
             _settle(batch, None)
         self._checkpointer.close()  # records first: a slow checkpoint must not delay them
         self._thread.shutdown(wait=True)
@@ -591,11 +598,12 @@ class LedgerWriter:
 
     def append_now(self, record: Mapping[str, Any]) -> None:
         """Write one record synchronously (start-up, shutdown, tests)."""
-        self._write([_encode(record)])
+        self._write([_encode(record)], _names_files(record))
 
     def append_many(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Write many records with one write and one fsync (blocking: call from a thread)."""
-        self._write([_encode(record) for record in records])
+        records = list(records)
+        self._write([_encode(r) for r in records], any(_names_files(r) for r in records))
 
     async def append(self, record: Mapping[str, Any]) -> None:
         """Append one record; returns when it is durable."""
@@ -607,7 +615,7 @@ class LedgerWriter:
         the record on disk."""
         loop = asyncio.get_running_loop()
         durable: asyncio.Future[None] = loop.create_future()
-        self._pending.append((_encode(record), durable))
+        self._pending.append(_Pending(_encode(record), durable, _names_files(record)))
         if self._writing is None:
             self._write_pending(loop)
         return durable
@@ -618,13 +626,13 @@ class LedgerWriter:
             self._pending = []
             return
         batch, self._pending = self._pending, []
-        self._writing = self._thread.submit(self._write, [line for line, _ in batch])
+        self._writing = self._thread.submit(self._write, *_lines_of(batch))
         written = asyncio.wrap_future(self._writing, loop=loop)
         written.add_done_callback(functools.partial(self._written, batch, loop))
 
     def _written(
         self,
-        batch: list[tuple[bytes, asyncio.Future[None]]],
+        batch: list[_Pending],
         loop: asyncio.AbstractEventLoop,
         written: asyncio.Future[None],
     ) -> None:
@@ -633,12 +641,14 @@ class LedgerWriter:
         if self._pending and self._fd is not None:
             self._write_pending(loop)
 
-    def _write(self, lines: list[bytes]) -> None:
+    def _write(self, lines: list[bytes], names_files: bool = False) -> None:
         data = b"".join(lines)
         with self._file_lock:
             if self._fd is None:
                 raise LedgerError(f"ledger {self.path} is not open")
             try:
+                if names_files:  # before the line can reach the disk (see the docstring)
+                    fsync_directory(self.path.parent)
                 written = 0
                 while written < len(data):
                     written += os.write(self._fd, data[written:])
@@ -650,8 +660,25 @@ class LedgerWriter:
             self._checkpointer.wrote(len(data))
 
 
-def _settle(batch: list[tuple[bytes, asyncio.Future[None]]], error: BaseException | None) -> None:
-    for _, future in batch:
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    line: bytes
+    durable: asyncio.Future[None]
+    names_files: bool  # the output directory is fsynced before this line is written
+
+
+def _lines_of(batch: list[_Pending]) -> tuple[list[bytes], bool]:
+    """A batch's lines, and whether any of them names output files."""
+    return [p.line for p in batch], any(p.names_files for p in batch)
+
+
+def _names_files(record: Mapping[str, Any]) -> bool:
+    return bool(record.get("files"))
+
+
+def _settle(batch: list[_Pending], error: BaseException | None) -> None:
+    for pending in batch:
+        future = pending.durable
         if future.done():
             continue
         if error is None:
@@ -660,9 +687,7 @@ def _settle(batch: list[tuple[bytes, asyncio.Future[None]]], error: BaseExceptio
             future.set_exception(error)
 
 
-def _settle_from(
-    batch: list[tuple[bytes, asyncio.Future[None]]], written: asyncio.Future[None]
-) -> None:
+def _settle_from(batch: list[_Pending], written: asyncio.Future[None]) -> None:
     if written.cancelled():
         _settle(batch, LedgerError("ledger write was cancelled"))
     else:

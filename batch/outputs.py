@@ -24,7 +24,7 @@ import aiofiles
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
-from batch.durable import DirectorySync
+from batch.durable import fsync_directory
 from batch.errors import DownloadError
 from batch.urls import RedirectRefused, get_following_redirects
 
@@ -60,17 +60,18 @@ async def fetch_output(
     attempts: int = 6,
     base_wait_s: float = 0.25,
     client_timeout: aiohttp.ClientTimeout | None = None,
-    directory_sync: DirectorySync | None = None,
+    sync_directory: bool = True,
     settle_in: Executor | None = None,
 ) -> Fetched:
     """Download `url` into `directory/stem.<ext>`. No credentials are sent to the CDN.
-    Downloads into one directory should share one `directory_sync`. The file is made
-    durable in a thread of `settle_in` (default: the loop's default executor)."""
-    syncer = directory_sync or DirectorySync(directory)
+    The file is made durable in a thread of `settle_in` (default: the loop's default
+    executor). `sync_directory=False` leaves the directory fsync that makes its name
+    durable to the caller (the pipeline's ledger does one for many files)."""
+    settle = _Settle(directory, sync_directory, settle_in)
     last_problem = "no attempt made"
     for attempt in range(1, attempts + 1):
         try:
-            return await _fetch_once(session, url, syncer, stem, client_timeout, settle_in)
+            return await _fetch_once(session, url, settle, stem, client_timeout)
         except _Expired as expired:
             last_problem = str(expired)
             if attempt < attempts:
@@ -88,15 +89,23 @@ class _Expired(_Retry):
     """The signed URL was refused: fetch a fresh one."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Settle:
+    """Where a finished download is made durable, and whether its rename is synced."""
+
+    directory: Path
+    sync_directory: bool
+    executor: Executor | None
+
+
 async def _fetch_once(
     session: aiohttp.ClientSession,
     url: str,
-    syncer: DirectorySync,
+    settle: _Settle,
     stem: str,
     client_timeout: aiohttp.ClientTimeout | None,
-    settle_in: Executor | None,
 ) -> Fetched:
-    directory = syncer.directory
+    directory = settle.directory
     # Random without a system call (secrets/urandom costs one per download); the name
     # only has to differ from other temp files of this run, and "x" refuses a clash.
     temp = directory / f"{TEMP_PREFIX}{stem}.{random.getrandbits(32):08x}"
@@ -122,7 +131,7 @@ async def _fetch_once(
         # One trip to a worker thread for all the blocking file work: the event loop
         # keeps serving the other jobs meanwhile.
         loop = asyncio.get_running_loop()
-        final = await loop.run_in_executor(settle_in, _settle, temp, syncer, stem, held)
+        final = await loop.run_in_executor(settle.executor, _settle, temp, settle, stem, held)
         return Fetched(final, digest.hexdigest(), spool.size)
     except RedirectRefused as refused:
         raise DownloadError(f"output of {stem}: {refused}") from None
@@ -180,7 +189,7 @@ class _Spool:
                 await asyncio.to_thread(self.temp.unlink)
 
 
-def _settle(temp: Path, syncer: DirectorySync, stem: str, held: bytes | None) -> Path:
+def _settle(temp: Path, settle: _Settle, stem: str, held: bytes | None) -> Path:
     """Write (if still in memory) and fsync the temp file, check it is an image, and
     rename it into place. On any failure the temp file is removed."""
     try:
@@ -197,13 +206,14 @@ def _settle(temp: Path, syncer: DirectorySync, stem: str, held: bytes | None) ->
             os.fsync(fd)
         finally:
             os.close(fd)
-        final = syncer.directory / f"{stem}.{_image_extension(temp, held)}"
+        final = settle.directory / f"{stem}.{_image_extension(temp, held)}"
         os.replace(temp, final)  # replaces a planted symlink itself, never its target
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    syncer.after_rename()
+    if settle.sync_directory:
+        fsync_directory(settle.directory)
     return final
 
 

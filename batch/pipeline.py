@@ -25,7 +25,6 @@ from typing import Any
 import aiohttp
 
 from batch.api import JobView, ScenarioClient
-from batch.durable import DirectorySync
 from batch.errors import (
     AmbiguousSubmitError,
     ApiError,
@@ -135,7 +134,6 @@ class Run:
         # Each download makes its file durable in a thread of its own: in the default
         # executor (6 threads on 2 cores) a wave's settles queued behind each other's fsyncs.
         self.settlers = ThreadPoolExecutor(options.download_parallel, thread_name_prefix="settle")
-        self.directory_sync = DirectorySync(options.out_dir)  # one fsync covers many renames
         self._submitted_writes: dict[str, asyncio.Future[None]] = {}  # item id -> durable
         # A job slot covers the job only (bench/RESULTS.md): references are uploaded ahead
         # of it, and the slot is handed back once the job is final, before the download.
@@ -444,7 +442,9 @@ class Run:
                     stem,
                     refresh_url=refresh,
                     attempts=self.options.download_attempts,
-                    directory_sync=self.directory_sync,
+                    # The ledger syncs the directory before it writes the record
+                    # naming these files: one fsync for many downloads.
+                    sync_directory=False,
                     settle_in=self.settlers,
                 )
             files.append(

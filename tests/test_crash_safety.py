@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -205,51 +206,44 @@ async def test_second_interrupt_exits_at_once_without_corruption(
     assert_outputs_intact(out)
 
 
-def test_directory_sync_covers_every_rename_with_fewer_fsyncs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_every_file_a_success_names_was_synced_before_the_success(
+    simulator_factory: SimulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Renames announced while an fsync is under way share the next one, and each caller
-    returns only after an fsync that began after its own rename has finished."""
-    import threading
-    import time
+    """Power loss, not kill -9: a `succeeded` line on disk must find its files' names on
+    disk too. Downloads do not sync the directory after each rename; the ledger does,
+    before it writes the records naming them. Checked by listing the directory at every
+    directory fsync, with the ledger's size then."""
+    import batch.ledger
+    import batch.outputs
 
-    import batch.durable
+    sim = await simulator_factory(job_latency_s=0.05, job_latency_jitter=0.5, seed=7)
+    manifest = _crash_manifest(tmp_path, 40, concurrency=8)
+    out = tmp_path / "out"
+    real_fsync = batch.ledger.fsync_directory
+    syncs: list[tuple[frozenset[str], int]] = []  # (names listed, ledger size) at each
 
-    spans: list[tuple[float, float]] = []
-    first_started, first_may_finish = threading.Event(), threading.Event()
+    def observed_fsync(directory: Path) -> None:
+        ledger = directory / "ledger.jsonl"
+        size = ledger.stat().st_size if ledger.exists() else 0
+        syncs.append((frozenset(os.listdir(directory)), size))
+        real_fsync(directory)
 
-    def fsync(directory: Path) -> None:
-        start = time.monotonic()
-        if not first_started.is_set():
-            first_started.set()
-            assert first_may_finish.wait(10)  # hold the first fsync while others arrive
-        spans.append((start, time.monotonic()))
+    def no_per_download_sync(directory: Path) -> None:
+        raise AssertionError("a download synced the directory itself")
 
-    monkeypatch.setattr(batch.durable, "fsync_directory", fsync)
-    syncer = batch.durable.DirectorySync(tmp_path)
-    calls: list[tuple[float, float]] = []
-    guard = threading.Lock()
+    monkeypatch.setattr(batch.ledger, "fsync_directory", observed_fsync)
+    monkeypatch.setattr(batch.outputs, "fsync_directory", no_per_download_sync)
+    summary = await run(sim, manifest, out, concurrency=8)
+    assert summary.succeeded == 40
 
-    def rename_and_sync() -> None:
-        renamed = time.monotonic()
-        syncer.after_rename()
-        with guard:
-            calls.append((renamed, time.monotonic()))
-
-    first = threading.Thread(target=rename_and_sync)
-    first.start()
-    assert first_started.wait(10)
-    others = [threading.Thread(target=rename_and_sync) for _ in range(7)]
-    for thread in others:
-        thread.start()
-    deadline = time.monotonic() + 10
-    while syncer._renamed < 8 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    first_may_finish.set()
-    for thread in [first, *others]:
-        thread.join()
-
-    assert len(calls) == 8
-    assert syncer.syncs == len(spans) == 2  # the held one, then one for the seven
-    for renamed, returned in calls:
-        assert any(renamed <= start and end <= returned for start, end in spans)
+    offset, checked = 0, 0
+    for line in (out / "ledger.jsonl").read_bytes().splitlines(keepends=True):
+        record = json.loads(line)
+        for file in record.get("files", []):
+            assert any(file["path"] in names and size <= offset for names, size in syncs), (
+                f"{file['path']} was not synced before the line naming it"
+            )
+            checked += 1
+        offset += len(line)
+    assert checked == sum(1 + n % 2 for n in range(40))
+    assert len(syncs) < checked  # shared: one sync covers the files of many records

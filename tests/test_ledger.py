@@ -457,6 +457,55 @@ async def test_concurrent_appends_are_all_durable_and_whole(tmp_path: Path) -> N
     assert len(state.items) == 300 and state.torn_lines == 0
 
 
+async def test_a_record_naming_files_is_written_only_after_the_directory_is_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Downloads leave the fsync of their renames to the ledger: a record with `files` goes
+    to disk only after the output directory has been synced, by every way of appending;
+    records without files cost no directory fsync."""
+    handed: list[str] = []  # item ids, in the order they were handed to the writer
+    syncs: list[tuple[int, int]] = []  # (records handed over, ledger size) at each fsync
+
+    def fsync_directory(directory: Path) -> None:
+        assert directory == tmp_path
+        syncs.append((len(handed), (tmp_path / LEDGER_NAME).stat().st_size))
+
+    monkeypatch.setattr(ledger_module, "fsync_directory", fsync_directory)
+    writer = LedgerWriter(tmp_path)
+    writer.open()
+    syncs.clear()  # opening syncs the ledger's own creation
+
+    def item(n: int, files: bool) -> dict[str, Any]:
+        handed.append(f"i{n}")
+        record: dict[str, Any] = {"type": "item", "id": f"i{n}", "fp": "f", "state": "planned"}
+        if files:
+            record["files"] = [{"path": f"i{n}_0.png", "sha256": "00", "size": 1}]
+        return record
+
+    writer.append_now(item(0, files=False))
+    writer.append_many([item(1, files=False), item(2, files=False)])
+    await asyncio.gather(*(writer.append_soon(item(n, files=False)) for n in range(3, 40)))
+    assert syncs == []
+    writer.append_now(item(40, files=True))
+    writer.append_many([item(41, files=False), item(42, files=True)])
+    await asyncio.gather(*(writer.append_soon(item(n, files=n % 7 == 0)) for n in range(43, 200)))
+    writer.close()
+
+    data = (tmp_path / LEDGER_NAME).read_bytes()
+    offset, starts = 0, {}
+    for line in data.splitlines(keepends=True):
+        starts[json.loads(line)["id"]] = offset
+        offset += len(line)
+    with_files = [40, 42, *range(49, 200, 7)]
+    for n in with_files:
+        # A sync after the record was handed over, and before its line was written.
+        assert any(
+            count > handed.index(f"i{n}") and size <= starts[f"i{n}"] for count, size in syncs
+        ), n
+    # Group commit holds for the sync too: at most one per ledger write.
+    assert 3 <= len(syncs) <= len(with_files)
+
+
 def _hold_lock(directory: str, ready: Any, release: Any) -> None:
     lock = DirectoryLock(Path(directory))
     lock.acquire()
