@@ -120,9 +120,9 @@ async def test_ticks_ask_for_successes_and_sweeps_catch_failures(
 
 
 async def _list_reads_for_a_group(
-    sim: Simulator, png_bytes: Callable[..., bytes], policy: PollPolicy
+    sim: Simulator, png_bytes: Callable[..., bytes], policy: PollPolicy, size: int = 10
 ) -> tuple[int, list[str]]:
-    """Run a first group of 10 jobs to its end (the poller learns their durations), then
+    """Run a first group of `size` jobs to its end (the poller learns their durations), then
     a second group sent together; the list reads the second group cost, and its statuses."""
     async with aiohttp.ClientSession() as session:
         client = ScenarioClient(session, settings_for(sim))
@@ -133,7 +133,7 @@ async def _list_reads_for_a_group(
             submitted = await asyncio.gather(
                 *(
                     client.generate(MODEL_ID, {"prompt": f"{tag}{n}", "referenceImages": [asset]})
-                    for n in range(10)
+                    for n in range(size)
                 )
             )
             async with asyncio.timeout(20):
@@ -156,19 +156,21 @@ async def _list_reads_for_a_group(
     return reads, statuses
 
 
-async def test_few_jobs_with_steady_durations_are_seen_together(
-    simulator_factory: SimulatorFactory, png_bytes: Callable[..., bytes]
+@pytest.mark.parametrize("size", [10, 150])
+async def test_jobs_with_steady_durations_are_seen_together(
+    simulator_factory: SimulatorFactory, png_bytes: Callable[..., bytes], size: int
 ) -> None:
-    """Few jobs finishing per second, durations steady: once the poller knows them, it
-    sleeps until the group is due and one or two reads see it all, where a tick every
-    tenth of a duration would read about ten times."""
+    """Durations steady: once the poller knows them, it sleeps until the group is due and
+    a few reads see it all, where a tick every tenth of a duration would read about ten
+    times. Few jobs finishing per second (10) or hundreds (150): a busy run skips the
+    ticks that could find nothing as well."""
     quick = PollPolicy(initial_interval_s=0.05)
     cadence_only = PollPolicy(initial_interval_s=0.05, due_min_samples=1_000_000)
     counts: dict[str, int] = {}
     for name, policy in (("due", quick), ("cadence", cadence_only)):
         sim = await simulator_factory(seed=5, job_latency_s=0.5, job_latency_jitter=0.05)
-        reads, statuses = await _list_reads_for_a_group(sim, png_bytes, policy)
-        assert statuses == ["success"] * 10
+        reads, statuses = await _list_reads_for_a_group(sim, png_bytes, policy, size)
+        assert statuses == ["success"] * size
         counts[name] = reads
     assert counts["due"] <= 4 and counts["cadence"] >= 7, counts
 
@@ -176,8 +178,8 @@ async def test_few_jobs_with_steady_durations_are_seen_together(
 async def test_a_tick_waits_for_due_jobs_but_not_past_the_early_finishers() -> None:
     """Steady durations: the next tick comes when the group is all but surely done (the
     97th percentile). Durations that vary widely: an interval after the 5th percentile,
-    so early finishers wait no longer than the cadence would make them. Neither when
-    many jobs finish per second."""
+    so early finishers wait no longer than the cadence would make them. Busy runs too:
+    no tick before anything can have finished, however fast jobs finish."""
     now = [1000.0]
     for spread, expected in ((0.05, "due"), (0.5, "early")):
         poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
@@ -185,16 +187,21 @@ async def test_a_tick_waits_for_due_jobs_but_not_past_the_early_finishers() -> N
         for seconds in durations:
             poller._learn(seconds, seconds)
         poller._update_due_after()
-        poller._finished_per_tick, poller._seconds_per_tick = 1.0, 1.0  # 1 job/s: dear
         waiting = asyncio.ensure_future(poller.wait_for("job_1", "2026-11-25T00:00:00.000Z"))
         await asyncio.sleep(0)
         interval = poller.interval
         due = durations[97] if expected == "due" else durations[5] + interval
         assert poller._wait_s() == pytest.approx(due), (spread, interval)
         assert poller._wait_s() > interval  # no tick before anything can have finished
-        # Many jobs finishing per second: the cadence is cheap enough, and is kept.
-        poller._finished_per_tick = 100.0
-        assert poller._wait_s() == pytest.approx(interval)
+        # Hundreds of jobs finishing per second: a short cadence, and still no tick
+        # before the first job is due (at most an interval after the 5th percentile).
+        poller._rate = 500.0
+        busy = poller.interval
+        assert busy < interval
+        assert poller._wait_s() == pytest.approx(min(durations[97], durations[5] + busy))
+        now[0] += poller._wait_s()
+        assert poller._wait_s() == pytest.approx(busy)  # due now: the cadence
+        now[0] = 1000.0
         waiting.cancel()
 
 
@@ -207,7 +214,6 @@ async def test_due_times_follow_the_oldest_job_and_the_api_clock() -> None:
     for _ in range(20):
         poller._learn(2.6, 2.0)  # seen 2.6 s after the watch began; ran 2.0 s by the API
     poller._update_due_after()
-    poller._finished_per_tick, poller._seconds_per_tick = 1.0, 1.0
     interval = poller.interval
     waits = []
     # An older job, one sent just after it (gathered with it), and one a second later.
@@ -228,7 +234,6 @@ async def test_due_times_follow_the_oldest_job_and_the_api_clock() -> None:
     for _ in range(20):
         slow._learn(600.0, 600.0)  # ten-minute jobs
     slow._update_due_after()
-    slow._finished_per_tick, slow._seconds_per_tick = 1.0, 100.0
     waiting = asyncio.ensure_future(slow.wait_for("long", "2026-11-25T00:00:00.000Z"))
     await asyncio.sleep(0)
     assert slow._wait_s() == pytest.approx(PollPolicy().max_interval_s)
@@ -321,7 +326,6 @@ async def test_a_job_sent_earlier_is_due_sooner() -> None:
     for _ in range(20):
         poller._learn(2.0, 2.0)
     poller._update_due_after()
-    poller._finished_per_tick, poller._seconds_per_tick = 1.0, 1.0  # few finish: due times
     since = "2026-11-25T00:00:00.000Z"
     resumed = asyncio.ensure_future(poller.wait_for("resumed", since, age_s=1.5))
     await asyncio.sleep(0)
