@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.clients import ClientResult
 from bench.fsprobe import file_create_cpu_us
-from bench.measure import Config, run_config
+from bench.measure import Config, Outcome, run_config
 from bench.scale import ledger_load, manifest_validate
+from bench.simproc import SimStats
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -31,6 +33,22 @@ def test_bench_runs_every_client(kind: str, tmp_path: Path) -> None:
         assert stages["seen"] > 0 and stages["settled"] > 0, stages
     else:
         assert stages == {}
+
+
+def test_wall_floor_is_list_scheduling_of_the_jobs_own_durations() -> None:
+    """The floor a lossless client reaches: equal jobs filling every slot make 1.0; one
+    job more than the slots needs a second round; a long job sent last sets the wall."""
+
+    def floor(durations: list[float], concurrency: int) -> float:
+        jobs = {f"job_{n}": (float(n), d) for n, d in enumerate(durations)}
+        mean = sum(durations) / len(durations)
+        config = Config("floor", len(durations), mean, concurrency)
+        return Outcome(config, ClientResult("pipeline"), SimStats(jobs=jobs), 0.0).wall_floor_ratio
+
+    assert floor([2.0] * 8, 4) == pytest.approx(1.0)
+    assert floor([2.0] * 5, 4) == pytest.approx(4 / 2.5)  # 4 s against 5 x 2 / 4
+    # Slots free at 1, 1, 2: the last job (3 s) starts at 1 and ends at 4.
+    assert floor([1.0, 1.0, 2.0, 3.0], 3) == pytest.approx(4 / (7 / 3))
 
 
 def test_file_create_probe(tmp_path: Path) -> None:
