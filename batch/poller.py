@@ -71,7 +71,8 @@ class PollPolicy:
     due_min_samples: int = 8  # fewer known durations: no due times, only the cadence
     due_quantile: float = 0.97  # a job is due when this share of recent jobs had finished
     early_quantile: float = 0.05  # ... or an interval after this share had, if sooner
-    gather_fraction: float = 0.25  # a tick waits this share of an interval for jobs due soon
+    gather_fraction: float = 0.25  # jobs sent this share of an interval apart: one group
+    group_span: float = 1.0  # the groups a tick waits for span at most this many intervals
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,13 +243,32 @@ class Poller:
         early, due = self._due_after
         interval = self.interval
         due_after = min(due, early + interval)
-        starts = [w.started for w in self._watches.values()]
-        first = min(starts)
-        # Jobs sent just after the first (one tick's successors go out over a few tens of
-        # ms) are waited for, so that their group stays one group.
-        gather = self._policy.gather_fraction * interval
-        last = max(t for t in starts if t <= first + gather)
+        last = self._oldest_group_end(due_after - early, interval)
         return min(self._policy.max_interval_s, max(cadence, last + due_after - self._clock()))
+
+    def _oldest_group_end(self, spread: float, interval: float) -> float:
+        """When the last job of the oldest group was sent: the next tick waits for it.
+
+        Jobs sent just after the first (one tick's successors go out over a few tens of
+        ms) are one group. A group sent apart from it, but within `spread` (how much sooner
+        than its due time a job may finish), joins it: else the tick would see that group's
+        early finishers and not the rest, and a group seen in parts stays split (each
+        part's successors go out apart, and each part costs a tick and a URL lookup of its
+        own). A steady stream of starts, with no gap wider than `gather`, is not cut into
+        groups; nor does a group span more than `group_span` intervals."""
+        policy = self._policy
+        gather = policy.gather_fraction * interval
+        starts = sorted(w.started for w in self._watches.values())
+        limit = starts[0] + policy.group_span * interval
+        group_start, last = starts[0], starts[0]
+        for started in starts[1:]:
+            if started <= group_start + gather:
+                last = started  # the same group
+            elif gather < started - last <= spread and started <= limit:
+                group_start = last = started  # a group close enough to be seen in parts
+            else:
+                break
+        return last
 
     async def _sleep(self, seconds: float) -> None:
         self._changed.clear()

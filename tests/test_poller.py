@@ -240,6 +240,46 @@ async def test_due_times_follow_the_oldest_job_and_the_api_clock() -> None:
     waiting.cancel()
 
 
+async def test_a_tick_waits_for_a_group_it_would_see_in_parts() -> None:
+    """A group sent apart from the oldest, but so soon after it that its early finishers
+    would be seen by the oldest group's tick, is waited for too (seen in parts, a group
+    stays split: each part's successors go out apart); a group sent later is not. A
+    steady stream of starts is not merged on and on: only the jobs sent together."""
+    now = [1000.0]
+    poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
+    for n in range(100):
+        seconds = 2.0 * (0.95 + 0.1 * n / 99)  # 1.90-2.10 s
+        poller._learn(seconds, seconds)
+    poller._update_due_after()
+    early, due = poller._due_after or (0.0, 0.0)
+    interval = poller.interval
+    due_after = min(due, early + interval)
+    gather = PollPolicy().gather_fraction * interval
+    assert gather < 0.13 < due_after - early < interval
+
+    async def send(job_id: str, at: float) -> asyncio.Future[Finished]:
+        now[0] = at
+        waiting = asyncio.ensure_future(poller.wait_for(job_id, "2026-11-25T00:00:00.000Z"))
+        await asyncio.sleep(0)
+        return waiting
+
+    waits = [await send(f"a{n}", 1000.0 + 0.01 * n) for n in range(3)]  # sent together
+    waits += [await send(f"b{n}", 1000.15 + 0.01 * n) for n in range(2)]  # 0.13 s later
+    waits.append(await send("c", 1000.6))  # well apart: a group of its own
+    now[0] = 1000.7
+    assert poller._wait_s() == pytest.approx(1000.16 + due_after - now[0])
+    for waiting in waits:
+        waiting.cancel()
+    poller._watches.clear()
+
+    waits = [await send(f"s{n}", 2000.0 + 0.01 * n) for n in range(100)]  # one every 10 ms
+    now[0] = 2001.0
+    last = max(2000.0 + 0.01 * n for n in range(100) if 0.01 * n <= gather + 1e-9)
+    assert poller._wait_s() == pytest.approx(last + due_after - now[0])
+    for waiting in waits:
+        waiting.cancel()
+
+
 class _LaggingList:
     """A job list where job B's success (stamped before A's) becomes visible only after
     A's has been read: the case a success-only read's short look-back misses."""
