@@ -67,11 +67,11 @@ async def fetch_output(
     The file is made durable in a thread of `settle_in` (default: the loop's default
     executor). `sync_directory=False` leaves the directory fsync that makes its name
     durable to the caller (the pipeline's ledger does one for many files)."""
-    settle = _Settle(directory, sync_directory, settle_in)
+    landing = _Landing(directory, sync_directory, settle_in)
     last_problem = "no attempt made"
     for attempt in range(1, attempts + 1):
         try:
-            return await _fetch_once(session, url, settle, stem, client_timeout)
+            return await _fetch_once(session, url, landing, stem, client_timeout)
         except _Expired as expired:
             last_problem = str(expired)
             if attempt < attempts:
@@ -90,8 +90,9 @@ class _Expired(_Retry):
 
 
 @dataclass(frozen=True, slots=True)
-class _Settle:
-    """Where a finished download is made durable, and whether its rename is synced."""
+class _Landing:
+    """Where a finished download lands: its directory, whether the rename into it is
+    synced here, and the executor whose thread makes it durable."""
 
     directory: Path
     sync_directory: bool
@@ -101,11 +102,11 @@ class _Settle:
 async def _fetch_once(
     session: aiohttp.ClientSession,
     url: str,
-    settle: _Settle,
+    landing: _Landing,
     stem: str,
     client_timeout: aiohttp.ClientTimeout | None,
 ) -> Fetched:
-    directory = settle.directory
+    directory = landing.directory
     # Random without a system call (secrets/urandom costs one per download); the name
     # only has to differ from other temp files of this run, and "x" refuses a clash.
     temp = directory / f"{TEMP_PREFIX}{stem}.{random.getrandbits(32):08x}"
@@ -131,7 +132,7 @@ async def _fetch_once(
         # One trip to a worker thread for all the blocking file work: the event loop
         # keeps serving the other jobs meanwhile.
         loop = asyncio.get_running_loop()
-        final = await loop.run_in_executor(settle.executor, _settle, temp, settle, stem, held)
+        final = await loop.run_in_executor(landing.executor, _settle, temp, landing, stem, held)
         return Fetched(final, digest.hexdigest(), spool.size)
     except RedirectRefused as refused:
         raise DownloadError(f"output of {stem}: {refused}") from None
@@ -189,7 +190,7 @@ class _Spool:
                 await asyncio.to_thread(self.temp.unlink)
 
 
-def _settle(temp: Path, settle: _Settle, stem: str, held: bytes | None) -> Path:
+def _settle(temp: Path, landing: _Landing, stem: str, held: bytes | None) -> Path:
     """Write (if still in memory) and fsync the temp file, check it is an image, and
     rename it into place. On any failure the temp file is removed."""
     try:
@@ -206,14 +207,14 @@ def _settle(temp: Path, settle: _Settle, stem: str, held: bytes | None) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
-        final = settle.directory / f"{stem}.{_image_extension(temp, held)}"
+        final = landing.directory / f"{stem}.{_image_extension(temp, held)}"
         os.replace(temp, final)  # replaces a planted symlink itself, never its target
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    if settle.sync_directory:
-        fsync_directory(settle.directory)
+    if landing.sync_directory:
+        fsync_directory(landing.directory)
     return final
 
 

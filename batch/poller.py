@@ -254,14 +254,17 @@ class Poller:
         than its due time a job may finish), joins it: else the tick would see that group's
         early finishers and not the rest, and a group seen in parts stays split (each
         part's successors go out apart, and each part costs a tick and a URL lookup of its
-        own). A steady stream of starts, with no gap wider than `gather`, is not cut into
-        groups; nor does a group span more than `group_span` intervals."""
+        own). A steady stream of starts (no gap wider than `gather`) is not merged on: its
+        group ends `gather` after its first. No group spans more than `group_span` intervals.
+        """
         policy = self._policy
         gather = policy.gather_fraction * interval
-        starts = sorted(w.started for w in self._watches.values())
-        limit = starts[0] + policy.group_span * interval
-        group_start, last = starts[0], starts[0]
-        for started in starts[1:]:
+        first = min(w.started for w in self._watches.values())
+        limit = first + policy.group_span * interval
+        # Only the starts a group could reach are sorted (this runs before every tick).
+        near = sorted(t for w in self._watches.values() if (t := w.started) <= limit + gather)
+        group_start = last = first
+        for started in near[1:]:
             if started <= group_start + gather:
                 last = started  # the same group
             elif gather < started - last <= spread and started <= limit:
