@@ -236,12 +236,12 @@ class Poller:
 
     def _wait_s(self) -> float:
         """Until the next tick: the cadence, or longer while no job in flight is due."""
+        interval = self.interval
         # Ticks keep a steady cadence: the time a tick took counts against the next wait.
-        cadence = max(0.0, self.interval - self._last_tick_s)
+        cadence = max(0.0, interval - self._last_tick_s)
         if self._due_after is None:
             return cadence
         early, due = self._due_after
-        interval = self.interval
         due_after = min(due, early + interval)
         last = self._oldest_group_end(due_after - early, interval)
         return min(self._policy.max_interval_s, max(cadence, last + due_after - self._clock()))
@@ -259,10 +259,11 @@ class Poller:
         """
         policy = self._policy
         gather = policy.gather_fraction * interval
-        first = min(w.started for w in self._watches.values())
+        starts = [w.started for w in self._watches.values()]
+        first = min(starts)
         limit = first + policy.group_span * interval
         # Only the starts a group could reach are sorted (this runs before every tick).
-        near = sorted(t for w in self._watches.values() if (t := w.started) <= limit + gather)
+        near = sorted(t for t in starts if t <= limit + gather)
         group_start = last = first
         for started in near[1:]:
             if started <= group_start + gather:

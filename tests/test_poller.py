@@ -175,6 +175,16 @@ async def test_jobs_with_steady_durations_are_seen_together(
     assert counts["due"] <= 4 and counts["cadence"] >= 7, counts
 
 
+def _knowing(durations: list[tuple[float, float]], now: list[float]) -> Poller:
+    """A poller on a fake clock (`now[0]`) that has seen jobs end: (our sighting, the
+    API's duration) for each."""
+    poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
+    for seconds, api_seconds in durations:
+        poller._learn(seconds, api_seconds)
+    poller._update_due_after()
+    return poller
+
+
 async def test_a_tick_waits_for_due_jobs_but_not_past_the_early_finishers() -> None:
     """Steady durations: the next tick comes when the group is all but surely done (the
     97th percentile). Durations that vary widely: an interval after the 5th percentile,
@@ -182,11 +192,8 @@ async def test_a_tick_waits_for_due_jobs_but_not_past_the_early_finishers() -> N
     no tick before anything can have finished, however fast jobs finish."""
     now = [1000.0]
     for spread, expected in ((0.05, "due"), (0.5, "early")):
-        poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
         durations = [2.0 * (1 - spread + 2 * spread * n / 99) for n in range(100)]
-        for seconds in durations:
-            poller._learn(seconds, seconds)
-        poller._update_due_after()
+        poller = _knowing([(d, d) for d in durations], now)
         waiting = asyncio.ensure_future(poller.wait_for("job_1", "2026-11-25T00:00:00.000Z"))
         await asyncio.sleep(0)
         interval = poller.interval
@@ -210,10 +217,8 @@ async def test_due_times_follow_the_oldest_job_and_the_api_clock() -> None:
     include the wait for a tick); an overdue job brings back the cadence; a wait is
     never longer than `max_interval_s`."""
     now = [1000.0]
-    poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
-    for _ in range(20):
-        poller._learn(2.6, 2.0)  # seen 2.6 s after the watch began; ran 2.0 s by the API
-    poller._update_due_after()
+    # Seen 2.6 s after the watch began; ran 2.0 s by the API.
+    poller = _knowing([(2.6, 2.0)] * 20, now)
     interval = poller.interval
     waits = []
     # An older job, one sent just after it (gathered with it), and one a second later.
@@ -230,10 +235,7 @@ async def test_due_times_follow_the_oldest_job_and_the_api_clock() -> None:
     for waiting in waits:
         waiting.cancel()
 
-    slow = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
-    for _ in range(20):
-        slow._learn(600.0, 600.0)  # ten-minute jobs
-    slow._update_due_after()
+    slow = _knowing([(600.0, 600.0)] * 20, now)  # ten-minute jobs
     waiting = asyncio.ensure_future(slow.wait_for("long", "2026-11-25T00:00:00.000Z"))
     await asyncio.sleep(0)
     assert slow._wait_s() == pytest.approx(PollPolicy().max_interval_s)
@@ -246,11 +248,8 @@ async def test_a_tick_waits_for_a_group_it_would_see_in_parts() -> None:
     stays split: each part's successors go out apart); a group sent later is not. A
     steady stream of starts is not merged on and on: only the jobs sent together."""
     now = [1000.0]
-    poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
-    for n in range(100):
-        seconds = 2.0 * (0.95 + 0.1 * n / 99)  # 1.90-2.10 s
-        poller._learn(seconds, seconds)
-    poller._update_due_after()
+    steady = [2.0 * (0.95 + 0.1 * n / 99) for n in range(100)]  # 1.90-2.10 s
+    poller = _knowing([(d, d) for d in steady], now)
     early, due = poller._due_after or (0.0, 0.0)
     interval = poller.interval
     due_after = min(due, early + interval)
@@ -362,10 +361,7 @@ async def test_a_job_sent_earlier_is_due_sooner() -> None:
     """A job resumed from the ledger (or adopted after an interrupted submit) has run since
     it was sent: its due time counts from then, not from when this run began watching."""
     now = [1000.0]
-    poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
-    for _ in range(20):
-        poller._learn(2.0, 2.0)
-    poller._update_due_after()
+    poller = _knowing([(2.0, 2.0)] * 20, now)
     since = "2026-11-25T00:00:00.000Z"
     resumed = asyncio.ensure_future(poller.wait_for("resumed", since, age_s=1.5))
     await asyncio.sleep(0)
