@@ -35,6 +35,7 @@ class ClientResult:
     jobs: int = 0
     succeeded: int = 0
     wall_s: float = 0.0
+    started_at: float = 0.0  # epoch at the start of wall_s
     cpu_s: float = 0.0  # user + system of the client process during the run
     sys_s: float = 0.0  # of which system (kernel) time
     load_s: float = 0.0  # manifest load (not in wall_s or cpu_s)
@@ -102,6 +103,7 @@ async def run_pipeline(
     result.jobs = len(manifest.items)
     settings = ApiSettings(base_url=base_url, api_key=API_KEY, api_secret=API_SECRET)
     cpu0, sys0, wall0 = _cpu(), _sys(), time.perf_counter()
+    result.started_at = time.time()
     summary = await run_manifest(
         manifest, settings, RunOptions(out_dir=out, concurrency=concurrency)
     )
@@ -128,6 +130,7 @@ async def run_sdk(base_url: str, manifest_path: Path, out: Path, concurrency: in
     result.jobs = len(manifest.items)
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     cpu0, sys0, wall0 = _cpu(), _sys(), time.perf_counter()
+    result.started_at = time.time()
     counted = 0
 
     async def count(request: httpx.Request) -> None:
@@ -191,6 +194,7 @@ async def run_floor(
     result.jobs = len(manifest.items)
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (before the clock starts)
     cpu0, sys0, wall0 = _cpu(), _sys(), time.perf_counter()
+    result.started_at = time.time()
     waiting: dict[str, asyncio.Future[list[str]]] = {}  # job id -> its output URLs
     counted = 0
     auth = aiohttp.BasicAuth(API_KEY, API_SECRET)

@@ -6,8 +6,10 @@ import heapq
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.clients import ClientResult, run_client
 from bench.simproc import SimProcess, SimStats
@@ -32,6 +34,20 @@ class Config:
         return self.jobs * self.latency_s / self.concurrency
 
 
+def list_schedule_s(durations: Iterable[float], slot_starts: Sequence[float]) -> float:
+    """When the last of `durations` ends if each starts, in the order given, the instant
+    one of the slots frees; slot k is first free at `slot_starts[k]`."""
+    slots = list(slot_starts)
+    heapq.heapify(slots)
+    for duration in durations:
+        heapq.heappush(slots, heapq.heappop(slots) + duration)
+    return max(slots, default=0.0)
+
+
+def sim_knobs(config: Config) -> dict[str, Any]:
+    return {"job_latency_s": config.latency_s, "job_latency_jitter": JITTER, "seed": 1}
+
+
 @dataclass(slots=True)
 class Outcome:
     """One client's figures on one configuration."""
@@ -40,6 +56,10 @@ class Outcome:
     client: ClientResult
     sim: SimStats
     sim_cpu_s: float
+    # Seconds from a bare client's start to each of its first C jobs' creation, when it
+    # sends their uploads and submits as fast as the simulator takes them (measured apart,
+    # see `bench.simalone.first_wave`); empty when not measured.
+    first_wave: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -56,9 +76,24 @@ class Outcome:
         that vary, the last slots to finish set the wall, so this is above 1.0."""
         jobs = sorted(self.sim.jobs.values())
         slots = [0.0] * min(self.config.concurrency, len(jobs))
-        for _, duration in jobs:
-            heapq.heappush(slots, heapq.heappop(slots) + duration)
-        return max(slots, default=0.0) / self.config.ideal_s
+        return list_schedule_s((d for _, d in jobs), slots) / self.config.ideal_s
+
+    @property
+    def wall_startup_floor_ratio(self) -> float:
+        """As `wall_floor_ratio`, but each slot is first free when the simulator could have
+        created its first job (`first_wave`): no client is faster than the simulator takes
+        the first wave's uploads and submits. NaN when that was not measured."""
+        jobs = sorted(self.sim.jobs.values())
+        count = min(self.config.concurrency, len(jobs))
+        if len(self.first_wave) < count:
+            return float("nan")
+        slots = sorted(self.first_wave)[:count]
+        return list_schedule_s((d for _, d in jobs), slots) / self.config.ideal_s
+
+    def own_first_wave(self) -> list[float]:
+        """Seconds from this client's start to each of its first C jobs' creation."""
+        created = sorted(c for c, _ in self.sim.jobs.values())[: self.config.concurrency]
+        return [c - self.client.started_at for c in created]
 
     def per_job(self, *kinds: str) -> float:
         return self.sim.count(*kinds) / self.config.jobs
@@ -111,8 +146,7 @@ def run_config(config: Config, kind: str, workdir: Path) -> Outcome:
     them here would make the next run's file creation dearer (bench/fsprobe.py)."""
     root = Path(tempfile.mkdtemp(prefix=f"bench-{config.name}-{kind}-", dir=workdir))
     manifest = write_bulk_manifest(root, config.jobs)
-    knobs = {"job_latency_s": config.latency_s, "job_latency_jitter": JITTER, "seed": 1}
-    with SimProcess(**knobs) as sim:
+    with SimProcess(**sim_knobs(config)) as sim:
         cpu0 = sim.stats().cpu_s
         result = run_client(kind, sim.base_url, manifest, root / "out", config.concurrency)
         stats = sim.stats()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,30 @@ class SimCapacity:
         for kind, rate in self.rates.items():
             lines.append(f"| {kind} | {rate:,.0f} | {self.cpu_ms.get(kind, 0.0):.3f} |")
         return "\n".join(lines)
+
+
+Post = Callable[[str, Any], Awaitable[Any]]
+
+
+@contextlib.asynccontextmanager
+async def _bare_client(
+    base: str, concurrency: int
+) -> AsyncIterator[tuple[aiohttp.ClientSession, Post]]:
+    """An aiohttp session with the bench's credentials, and a JSON POST to the API."""
+    auth = aiohttp.BasicAuth(API_KEY, API_SECRET)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(auth=auth, connector=connector) as http:
+
+        async def post(path: str, body: Any) -> Any:
+            async with http.post(base + path, json=body) as response:
+                response.raise_for_status()
+                return await response.json()
+
+        yield http, post
+
+
+def _data_url(index: int) -> str:
+    return "data:image/png;base64," + base64.b64encode(tiny_png(index)).decode()
 
 
 async def _blast(
@@ -66,18 +91,11 @@ async def _measure(
         cpu_ms[kind] = 1000 * (now - mark) / max(1, count)
         mark = now
 
-    auth = aiohttp.BasicAuth(API_KEY, API_SECRET)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(auth=auth, connector=connector) as http:
-
-        async def post(path: str, body: Any) -> Any:
-            async with http.post(base + path, json=body) as response:
-                response.raise_for_status()
-                return await response.json()
+    async with _bare_client(base, concurrency) as (http, post):
 
         async def upload(i: int) -> str:
-            image = "data:image/png;base64," + base64.b64encode(tiny_png(i)).decode()
-            return str((await post("/assets", {"image": image, "name": f"{i}.png"}))["asset"]["id"])
+            body = {"image": _data_url(i), "name": f"{i}.png"}
+            return str((await post("/assets", body))["asset"]["id"])
 
         rates: dict[str, float] = {}
         rates["upload"], assets = await _blast(n, concurrency, upload)
@@ -143,3 +161,47 @@ def measure(n: int = 2000, concurrency: int = 256, latency_s: float = 1.0) -> Si
     jobs_per_s = 1 / sum(1 / (rates[kind] * jobs) for kind, jobs in share.items())
     cpu_ms_per_job = sum(cpu_ms[kind] / jobs for kind, jobs in share.items())
     return SimCapacity(rates, jobs_per_s, cpu, wall, cpu_ms, cpu_ms_per_job)
+
+
+async def _first_wave_once(base: str, concurrency: int, window: int, offset: int) -> float:
+    """Send `concurrency` jobs (an upload, then a submit, each), `window` at a time; the
+    wall clock (the simulator's clock for a job's creation) at the start."""
+    async with _bare_client(base, concurrency) as (_, post):
+        images = [_data_url(offset + i) for i in range(concurrency)]
+
+        limit = asyncio.Semaphore(window)
+
+        async def job(i: int) -> None:
+            async with limit:
+                asset = await post("/assets", {"image": images[i], "name": f"{offset + i}.png"})
+                body = {"prompt": PROMPT, "referenceImages": [asset["asset"]["id"]]}
+                await post(f"/generate/custom/{MODEL}", body)
+
+        started = time.time()
+        async with asyncio.TaskGroup() as group:
+            for i in range(concurrency):
+                group.create_task(job(i))
+    return started
+
+
+FIRST_WAVE_WINDOWS = (4, 16, 32)  # jobs a bare client keeps in progress at once
+
+
+def first_wave(concurrency: int, knobs: dict[str, Any], attempts: int = 2) -> list[float]:
+    """Seconds from the start to each of the first `concurrency` jobs' creation in the
+    simulator, for a bare aiohttp client (no product code) sending each job's upload then
+    its submit: the earliest a client could fill the slots. The best (by the mean) over
+    a few windows of jobs in progress and `attempts` each, every try on a fresh
+    simulator process with the run's knobs."""
+    best: list[float] = []
+    for window in sorted({min(w, concurrency) for w in FIRST_WAVE_WINDOWS}):
+        for attempt in range(attempts):
+            with SimProcess(**knobs) as sim:
+                started = asyncio.run(
+                    _first_wave_once(sim.base_url, concurrency, window, attempt * concurrency)
+                )
+                created = sorted(c for c, _ in sim.stats().jobs.values())
+            offsets = [c - started for c in created]
+            if not best or sum(offsets) < sum(best):
+                best = offsets
+    return best

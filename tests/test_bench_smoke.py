@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from bench.clients import ClientResult
 from bench.fsprobe import file_create_cpu_us
 from bench.measure import Config, Outcome, run_config
 from bench.scale import ledger_load, manifest_validate
+from bench.simalone import first_wave
 from bench.simproc import SimStats
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -49,6 +51,25 @@ def test_wall_floor_is_list_scheduling_of_the_jobs_own_durations() -> None:
     assert floor([2.0] * 5, 4) == pytest.approx(4 / 2.5)  # 4 s against 5 x 2 / 4
     # Slots free at 1, 1, 2: the last job (3 s) starts at 1 and ends at 4.
     assert floor([1.0, 1.0, 2.0, 3.0], 3) == pytest.approx(4 / (7 / 3))
+
+
+def test_startup_floor_starts_each_slot_when_the_simulator_created_its_first_job() -> None:
+    """With the first wave's creation times, a slot starts late by its own offset: two
+    slots first free at 0.5 and 1.0 s carry 2 s jobs to 4.5 and 5.0 s."""
+    jobs = {f"job_{n}": (float(n), 2.0) for n in range(4)}
+    config = Config("floor", 4, 2.0, 2)
+    outcome = Outcome(config, ClientResult("pipeline"), SimStats(jobs=jobs), 0.0)
+    assert math.isnan(outcome.wall_startup_floor_ratio)  # not measured
+    outcome.first_wave = [1.0, 0.5]
+    assert outcome.wall_startup_floor_ratio == pytest.approx(5.0 / 4.0)
+    assert outcome.wall_floor_ratio == pytest.approx(1.0)
+
+
+def test_first_wave_is_measured_on_the_simulator() -> None:
+    """A bare client's first wave: one creation per slot, in order, after its start."""
+    offsets = first_wave(3, {"job_latency_s": 0.2}, attempts=1)
+    assert len(offsets) == 3 and offsets == sorted(offsets)
+    assert 0 < offsets[0] < 5
 
 
 def test_file_create_probe(tmp_path: Path) -> None:
