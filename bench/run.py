@@ -255,9 +255,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for o, means in staged:
                     cells = " | ".join(_fmt(means.get(k, math.nan), 0) for k in STEPS)
                     print(f"| {o.config.name} | {cells} |")
+            durable_us = fsprobe.durable_output_cpu_us(Path(tmp))
+            raw["durable_output_cpu_us"] = durable_us
             print(
                 "\nCreating a small file (each job creates one): "
-                f"{create_us[0]:.0f} us of CPU before the runs, {create_us[1]:.0f} us after."
+                f"{create_us[0]:.0f} us of CPU before the runs, {create_us[1]:.0f} us after. "
+                f"Making one output durable (temp file, fsync, rename, a directory fsync "
+                f"per 32), in a plain loop: {durable_us:.0f} us."
             )
             for o in outcomes.values():
                 if o.first_wave:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.clients import ClientResult
-from bench.fsprobe import file_create_cpu_us
+from bench.fsprobe import durable_output_cpu_us, file_create_cpu_us
 from bench.measure import Config, Outcome, run_config
 from bench.scale import ledger_load, manifest_validate
 from bench.simalone import first_wave
@@ -87,3 +87,11 @@ def test_bench_scale_figures(tmp_path: Path) -> None:
     killed = ledger_load(tmp_path / "k", 20, killed=True)
     assert killed.count == 20
     assert "killed run" in killed.what
+
+
+def test_durable_output_probe(tmp_path: Path) -> None:
+    """Every probe file lands under its final name; no temp file is left."""
+    cost = durable_output_cpu_us(tmp_path, files=10, per_directory_sync=4)
+    assert cost > 0
+    (probe,) = tmp_path.glob("fsprobe-durable-*")
+    assert sorted(p.name for p in probe.iterdir()) == [f"f{i:04d}.png" for i in range(10)]
