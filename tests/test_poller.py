@@ -214,7 +214,7 @@ async def test_a_tick_waits_for_due_jobs_but_not_past_the_early_finishers() -> N
 
 async def test_due_times_follow_the_oldest_job_and_the_api_clock() -> None:
     """The first job due sets the wait, by the API's durations (not our sightings, which
-    include the wait for a tick); an overdue job brings back the cadence; a wait is
+    include the wait for a tick); a job just overdue brings back the cadence; a wait is
     never longer than `max_interval_s`."""
     now = [1000.0]
     # Seen 2.6 s after the watch began; ran 2.0 s by the API.
@@ -230,7 +230,7 @@ async def test_due_times_follow_the_oldest_job_and_the_api_clock() -> None:
     assert poller._wait_s() == pytest.approx(1.51)  # the older two are due at 1002.01
     now[0] = 1002.01
     assert poller._wait_s() == pytest.approx(interval)  # due now: the cadence floor
-    now[0] = 1003.5  # the older is overdue: the cadence, whatever the newer's due time
+    now[0] = 1003.5  # the older is 1.5 s overdue: the cadence (a tenth of 1.5 s is less)
     assert poller._wait_s() == pytest.approx(interval)
     for waiting in waits:
         waiting.cancel()
@@ -240,6 +240,34 @@ async def test_due_times_follow_the_oldest_job_and_the_api_clock() -> None:
     await asyncio.sleep(0)
     assert slow._wait_s() == pytest.approx(PollPolicy().max_interval_s)
     waiting.cancel()
+
+
+async def test_a_stalled_job_is_looked_at_less_often_and_does_not_set_the_pace() -> None:
+    """A job long past its due time (stalled upstream) is looked at after a tenth of how
+    long it has been overdue, not at the cadence; the other jobs' due times still space
+    the ticks. A job only just overdue keeps the cadence (the tail of a run)."""
+    now = [1000.0]
+    poller = _knowing([(2.0, 2.0)] * 20, now)
+    interval = poller.interval
+    _, due = poller._due_after or (0.0, 0.0)
+    stalled = asyncio.ensure_future(poller.wait_for("stalled", "2026-11-25T00:00:00.000Z"))
+    await asyncio.sleep(0)
+    now[0] = 1000.0 + due + 60.0  # overdue by a minute: looked at every 6 s
+    assert poller._wait_s() == pytest.approx(6.0)
+    fresh = asyncio.ensure_future(poller.wait_for("fresh", "2026-11-25T00:00:00.000Z"))
+    await asyncio.sleep(0)
+    sent = now[0]
+    now[0] += 0.5  # the fresh job is due 1.5 s from now: the next tick then, not sooner
+    assert poller._wait_s() == pytest.approx(sent + due - now[0])
+    assert poller._wait_s() > interval
+    now[0] = sent + due + 0.1  # both overdue, the fresh one only just: the cadence
+    assert poller._wait_s() == pytest.approx(interval)
+    fresh.cancel()
+    await asyncio.sleep(0)
+    poller._watches.pop("fresh", None)
+    now[0] = 1000.0 + due + 500.0  # never longer than max_interval_s
+    assert poller._wait_s() == pytest.approx(PollPolicy().max_interval_s)
+    stalled.cancel()
 
 
 async def test_a_tick_waits_for_a_group_it_would_see_in_parts() -> None:
