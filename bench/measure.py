@@ -74,21 +74,24 @@ class Outcome:
         """The wall/ideal of a client that loses no time at all: the jobs' own durations (in
         the order they were sent), each started the instant a slot frees. With durations
         that vary, the last slots to finish set the wall, so this is above 1.0."""
-        jobs = sorted(self.sim.jobs.values())
-        slots = [0.0] * min(self.config.concurrency, len(jobs))
-        return list_schedule_s((d for _, d in jobs), slots) / self.config.ideal_s
+        return self._list_scheduled_ratio([0.0] * self._slots)
 
     @property
     def wall_startup_floor_ratio(self) -> float:
         """As `wall_floor_ratio`, but each slot is first free when the simulator could have
         created its first job (`first_wave`): no client is faster than the simulator takes
         the first wave's uploads and submits. NaN when that was not measured."""
-        jobs = sorted(self.sim.jobs.values())
-        count = min(self.config.concurrency, len(jobs))
-        if len(self.first_wave) < count:
+        if len(self.first_wave) < self._slots:
             return float("nan")
-        slots = sorted(self.first_wave)[:count]
-        return list_schedule_s((d for _, d in jobs), slots) / self.config.ideal_s
+        return self._list_scheduled_ratio(sorted(self.first_wave)[: self._slots])
+
+    @property
+    def _slots(self) -> int:
+        return min(self.config.concurrency, len(self.sim.jobs))
+
+    def _list_scheduled_ratio(self, slot_starts: list[float]) -> float:
+        durations = (duration for _, duration in sorted(self.sim.jobs.values()))
+        return list_schedule_s(durations, slot_starts) / self.config.ideal_s
 
     def own_first_wave(self) -> list[float]:
         """Seconds from this client's start to each of its first C jobs' creation."""
