@@ -17,6 +17,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -195,6 +196,16 @@ class ScenarioClient:
                 if asset.get("url"):
                     urls[str(asset["id"])] = str(asset["url"])
         return urls
+
+    # -- models -----------------------------------------------------------------------
+
+    async def model(self, model_id: str) -> dict[str, Any]:
+        """A model's declaration (`GET /models/{id}`, free); 404 for an unknown model."""
+        body = await self._retrying("GET", f"/models/{quote(model_id, safe='')}")
+        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(model, dict):
+            raise PermanentApiError(f"GET /models/{model_id} answered without a model")
+        return model
 
     # -- generate and jobs ------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from batch.errors import (
 from batch.ledger import LEDGER_NAME, load_state
 from batch.logs import configure_logging
 from batch.manifest import load_manifest
+from batch.model_catalog import ModelCatalog, api_fetcher
 from batch.pipeline import (
     DEFAULT_CONCURRENCY,
     RunOptions,
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="run only slice I of N (0-based, by item id hash)",
     )
+    _add_refresh_option(run)
     _add_log_options(run)
 
     init = commands.add_parser("init", help="write a manifest for every image in a folder")
@@ -121,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a manifest and its files (offline)")
     validate.add_argument("manifest", type=Path)
+    _add_refresh_option(validate)
     _add_log_options(validate)
 
     status = commands.add_parser("status", help="summarise the ledger of output directories")
@@ -136,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--parallel-limit", type=int, help="account ceiling on running jobs")
     _add_log_options(simulate)
     return parser
+
+
+def _add_refresh_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--refresh-models",
+        action="store_true",
+        help="fetch the declared inputs of every model the manifest names again "
+        "(a free GET each), instead of using the copy cached for a day",
+    )
 
 
 def _add_log_options(parser: argparse.ArgumentParser) -> None:
@@ -169,13 +181,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.manifest)
-    print(f"{args.manifest}: ok, {len(manifest.items)} items")
+    manifest = load_manifest(args.manifest, models=model_catalog(args.refresh_models))
+    models = f" on {len(manifest.models)} models" if len(manifest.models) > 1 else ""
+    print(f"{args.manifest}: ok, {len(manifest.items)} items{models}")
     return EXIT_OK
 
 
+def model_catalog(refresh: bool = False) -> ModelCatalog:
+    """Model declarations: shipped, cached, or fetched with the environment's credentials
+    (without them, only what is shipped or cached)."""
+    try:
+        settings: ApiSettings | None = ApiSettings.from_env(os.environ)
+    except UsageError:
+        settings = None
+    return ModelCatalog(
+        base_url=settings.base_url if settings else None,
+        fetch=api_fetcher(settings) if settings else None,
+        refresh=refresh,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.manifest)
+    manifest = load_manifest(args.manifest, models=model_catalog(args.refresh_models))
     settings = ApiSettings.from_env(os.environ, project_id=manifest.project_id)
     if args.max_rps:
         settings = _replace_settings(settings, max_rps=args.max_rps)
@@ -197,6 +224,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         estimate = run_with_signals(estimate_run(manifest, settings, options))
+        if len(estimate.per_model) > 1:
+            for model, (items, total) in estimate.per_model.items():
+                print(f"scenario-batch: dry run: {model}: {items} item(s), {total:g} CU")
         print(
             f"scenario-batch: dry run: {estimate.items} item(s) to submit would cost "
             f"{estimate.total:g} compute units ({estimate.calls} estimate call(s)); "

@@ -20,9 +20,9 @@ from batch.references import References
 
 
 def cost_signature(item: Item) -> str:
-    """What the price can depend on: every parameter, and how many references."""
+    """What the price can depend on: the model, every parameter, and how many references."""
     return json.dumps(
-        {"params": dict(item.params), "references": len(item.references)},
+        {"model": item.model, "params": dict(item.params), "references": len(item.references)},
         sort_keys=True,
         default=list,
     )
@@ -31,17 +31,16 @@ def cost_signature(item: Item) -> str:
 class CostBook:
     """Compute units per item, asked of the API once per parameter set."""
 
-    def __init__(self, client: ScenarioClient, references: References, model: str) -> None:
+    def __init__(self, client: ScenarioClient, references: References) -> None:
         self._client = client
         self._references = references
-        self._model = model
         self._prices: dict[str, float] = {}
 
     async def price(self, item: Item) -> float:
         signature = cost_signature(item)
         if signature not in self._prices:
             body = item.generate_body(await self._references.asset_ids(item))
-            self._prices[signature] = await self._client.estimate(self._model, body)
+            self._prices[signature] = await self._client.estimate(item.model, body)
         return self._prices[signature]
 
 
@@ -51,6 +50,7 @@ class Estimate:
     total: float = 0.0
     calls: int = 0
     per_signature: dict[str, tuple[int, float]] = field(default_factory=dict)
+    per_model: dict[str, tuple[int, float]] = field(default_factory=dict)  # items, total CU
 
 
 async def estimate_items(book: CostBook, items: Iterable[Item]) -> Estimate:
@@ -67,6 +67,9 @@ async def estimate_items(book: CostBook, items: Iterable[Item]) -> Estimate:
         estimate.items += count
         estimate.total += price * count
         estimate.per_signature[signature] = (count, price)
+        model = example[signature].model
+        known, total = estimate.per_model.get(model, (0, 0.0))
+        estimate.per_model[model] = (known + count, total + price * count)
     return estimate
 
 

@@ -98,6 +98,7 @@ class ItemRecord:
     references: list[str] = field(default_factory=list)
     first_ts: str | None = None
     last_ts: str | None = None
+    model: str | None = None  # from `planned`; None in ledgers older than `models:`
 
     @property
     def is_final(self) -> bool:
@@ -219,6 +220,8 @@ def _fold(item: ItemRecord, record: Mapping[str, Any], ts: Any, ts_str: str | No
         item.prompt = record["prompt"]
     if "references" in record:
         item.references = list(record["references"])
+    if "model" in record:
+        item.model = record["model"]
 
 
 _READ_CHUNK: Final = 1 << 20  # 1 MiB: whole lines are split out of each block at once
@@ -473,6 +476,7 @@ def _to_row(r: ItemRecord) -> list[Any]:
     return [
         *(r.id, r.fp, r.state, r.attempts, r.job_id, r.submitted_at, r.job_ids, r.asset_ids),
         *(files, r.cost, r.spent, r.error, r.hint, r.prompt, r.references, r.first_ts, r.last_ts),
+        r.model,
     ]
 
 

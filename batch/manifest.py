@@ -63,7 +63,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -71,36 +71,46 @@ from pydantic import ValidationError
 from batch.errors import ManifestError, Problem
 from batch.manifest_bulk import BulkError, find_images, image_keys, sanitize
 from batch.manifest_files import FileChecker
+from batch.manifest_params import ParamsChecker, Resolved, Source
 from batch.manifest_schema import (
     EXPECTED,
     EXPECTED_ENTRY,
+    ID_PATTERN,
     KEYS,
-    MAX_REFERENCES,
+    MODEL_ID_PATTERN,
     Job,
     ManifestModel,
-    Params,
     PromptEntry,
     manifest_json_schema,
 )
+from batch.model_inputs import BUILTIN, KONTEXT, ModelSpec, show
 from batch.yaml_lines import LineMap, YamlError, load_yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = [
     "DEFAULT_MODEL",
     "Item",
     "Manifest",
+    "ModelSource",
     "Reference",
     "load_manifest",
     "manifest_json_schema",
 ]
 
-DEFAULT_MODEL = "model_flux-kontext-editing"
+DEFAULT_MODEL = KONTEXT
 MAX_MANIFEST_BYTES = 20 * 2**20
 MAX_ITEMS = 200_000
 MAX_PROBLEMS_SHOWN = 200
 MAX_URL_CHARS = 2048
 ASSET_ID = re.compile(r"asset_[A-Za-z0-9]+")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_PARAM_KEYS = tuple(Params.model_fields)
+_ID = re.compile(ID_PATTERN)
+_MODEL_ID = re.compile(MODEL_ID_PATTERN)
+MODEL_SEPARATOR = "--"  # item id = base id + "--" + model tag, for `models:` lists
+# The file layout of the shipped model: fingerprints of such items keep their old shape.
+_KONTEXT_FILES = ("referenceImages",)
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -118,21 +128,41 @@ class Reference:
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One generate call: its id is safe as a file name stem; params use the API's names."""
+    """One generate call: its id is safe as a file name stem; params use the API's names.
+
+    `references` are the images of every file input, in the model's declared order;
+    `file_inputs` says how they split: (input name, how many, whether it takes a list)."""
 
     id: str
     prompt: str
     references: tuple[Reference, ...]
     params: Mapping[str, Any] = field(hash=False)  # read-only; defaults merged
     fingerprint: str
+    model: str = DEFAULT_MODEL
+    base_id: str = ""  # the id without any per-model suffix; "" -> the id
+    file_inputs: tuple[tuple[str, int, bool], ...] = ()  # () -> all in referenceImages
+
+    def __post_init__(self) -> None:
+        if not self.base_id:
+            object.__setattr__(self, "base_id", self.id)
 
     @property
     def num_outputs(self) -> int:
         return int(self.params.get("numOutputs", 1))
 
     def generate_body(self, reference_asset_ids: Sequence[str]) -> dict[str, Any]:
-        """The JSON body of POST /generate/custom/{model} once references are uploaded."""
-        body: dict[str, Any] = {"referenceImages": list(reference_asset_ids), "prompt": self.prompt}
+        """The JSON body of POST /generate/custom/{model} once references are uploaded:
+        only inputs the model declares."""
+        body: dict[str, Any] = {}
+        if not self.file_inputs:
+            body["referenceImages"] = list(reference_asset_ids)
+        start = 0
+        for name, count, is_list in self.file_inputs:
+            ids = list(reference_asset_ids[start : start + count])
+            body[name] = ids if is_list else ids[0]
+            start += count
+        if self.prompt:
+            body["prompt"] = self.prompt
         for key, value in self.params.items():
             body[key] = list(value) if isinstance(value, tuple) else value
         return body
@@ -143,25 +173,51 @@ class Manifest:
     """A validated manifest: top-level settings and its items, in manifest order."""
 
     path: Path
-    model: str
+    model: str  # the top level's model (the first of `models:`), default kontext
     project_id: str | None
     output: Path | None
     concurrency: int | None
     max_cost: float | None
     job_timeout_s: float | None
     items: tuple[Item, ...]
+    models: tuple[str, ...] = ()  # every model an item runs on, in first-use order
 
 
-def load_manifest(path: Path, *, check_files: bool = True) -> Manifest:
+class ModelSource(Protocol):
+    """Where model declarations come from (`batch.model_catalog.ModelCatalog`)."""
+
+    def resolve(
+        self, model_ids: Iterable[str], project_id: str | None = None
+    ) -> Mapping[str, ModelSpec | str]: ...
+
+
+class _Shipped:
+    """Only the models that ship with the tool, and the cache (no network)."""
+
+    def resolve(
+        self, model_ids: Iterable[str], project_id: str | None = None
+    ) -> Mapping[str, ModelSpec | str]:
+        ids = list(model_ids)
+        if all(model_id in BUILTIN for model_id in ids):
+            return {model_id: BUILTIN[model_id] for model_id in ids}
+        from batch.model_catalog import ModelCatalog  # the cache reader: only when needed
+
+        return ModelCatalog().resolve(ids)
+
+
+def load_manifest(
+    path: Path, *, check_files: bool = True, models: ModelSource | None = None
+) -> Manifest:
     """Load and validate a manifest; raise ManifestError with every problem found.
 
     With check_files=False no reference file is opened (globs are still expanded, as the
-    item ids depend on them).
+    item ids depend on them). `models` gives the declared inputs of the models the manifest
+    names (default: the shipped ones and the user cache, no network).
     """
     path = Path(path)
     text = _read(path)
     with _gc_paused():
-        return _Builder(path, check_files).build(text)
+        return _Builder(path, check_files, models or _Shipped()).build(text)
 
 
 @contextmanager
@@ -220,46 +276,54 @@ def _where(loc: Loc) -> str:
     return out
 
 
-def _show(value: Any) -> str:
-    """A value as the user wrote it, short."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
-    if isinstance(value, list):
-        return f"a list of {len(value)} entries" if value else "an empty list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return str(value)
+_show = show  # a value as the user wrote it, short
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelUse:
+    """A model an entry runs on; `tagged` (from a `models:` list) suffixes the item ids."""
+
+    model: str
+    tagged: bool
 
 
 @dataclass(slots=True)
 class _Draft:
     """An item before its id is final."""
 
-    id: str | None  # named id, or None when derived
+    id: str | None  # named id without the model suffix, or None when derived
     stem: str  # for derived ids
     prompt: str
     references: tuple[Reference, ...]
     params: dict[str, Any]
     loc: Loc
+    model: str
+    suffix: str  # "" or "--<model tag>"
+    file_inputs: tuple[tuple[str, int, bool], ...]
+    shared_fp: str = ""  # derived ids of `models:` items: the same on every model
     fingerprint: str = ""
 
 
 class _Builder:
-    def __init__(self, path: Path, check_files: bool) -> None:
+    def __init__(self, path: Path, check_files: bool, source: ModelSource) -> None:
         self.path = path
         self.shown = str(path)
         self.base = os.path.dirname(os.path.abspath(path))
         self.files = FileChecker() if check_files else None
+        self.source = source
         self.problems: list[Problem] = []
         self.lines = LineMap(None)
         self.model = DEFAULT_MODEL
+        self.specs: dict[str, ModelSpec] = {}
+        self._named: dict[str, list[Loc]] = {}  # model id -> where it is named
+        self._used: dict[str, None] = {}  # models of the items, in order
         self._refs: dict[str, Reference | str] = {}  # raw string -> Reference or problem
         self._reported: set[tuple[Loc, str]] = set()
         self._relpaths: dict[str, str] = {}
+        self._layouts: dict[
+            tuple[tuple[str, int, bool], ...], tuple[tuple[str, int, bool], ...]
+        ] = {}
+        self.checker = ParamsChecker(self.problem, self._file_problem)
         self.drafts: list[_Draft] = []
         self.too_many = False
 
@@ -272,10 +336,23 @@ class _Builder:
             Problem(
                 self.shown,
                 line if line is not None else self.lines.line_of(loc),
-                _where(loc),
+                self._label(loc),
                 message,
             )
         )
+
+    def _label(self, loc: Loc) -> str:
+        """`jobs[3] (cat-watercolor).guidanceScale`: a job is also named by its id."""
+        if len(loc) < 2 or loc[0] != "jobs" or not isinstance(loc[1], int) or loc[2:] == ("id",):
+            return _where(loc)
+        jobs = self.lines.root.get("jobs") if isinstance(self.lines.root, dict) else None
+        raw = jobs[loc[1]] if isinstance(jobs, list) and 0 <= loc[1] < len(jobs) else None
+        job_id = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(job_id, str) or not _ID.fullmatch(job_id):
+            return _where(loc)
+        rest = _where(loc[2:])
+        head = f"jobs[{loc[1]}] ({job_id})"
+        return head + ("" if not rest or rest.startswith("[") else ".") + rest
 
     def _raise_if_problems(self) -> None:
         if not self.problems:
@@ -303,18 +380,29 @@ class _Builder:
         if top is None:
             self._raise_if_problems()
             raise _fail(self.path, "invalid manifest")  # unreachable: problems were reported
-        self.model = top.model or DEFAULT_MODEL
         output: Path | None = None
         if top.output is not None:
             if "\x00" in top.output:
                 self.problem(("output",), "must not contain NUL bytes")
             else:
                 output = Path(os.path.normpath(os.path.join(self.base, top.output)))
-        defaults = top.defaults.model_dump(exclude_none=True) if top.defaults else {}
+        top_uses, top_params = self._models((), top.model, top.models)
+        if top_uses is None:
+            top_uses = [_ModelUse(DEFAULT_MODEL, False)]
+        if top_uses:
+            self.model = top_uses[0].model
+        plans = []
         for index, job in jobs:
+            uses, job_params = self._models(("jobs", index), job.model, job.models)
+            plans.append((index, job, top_uses if uses is None else uses, job_params))
+        if not self._named:
+            self._named[self.model] = [("model",)]
+        self._resolve_models(top.projectId)
+        defaults = Source(("defaults",), top.defaults.model_extra or {}) if top.defaults else None
+        for index, job, uses, job_params in plans:
             if self.too_many:
                 break
-            self._expand(index, job, defaults, defaults_ok)
+            self._expand(index, job, uses, _Levels(defaults, top_params, job_params), defaults_ok)
         items = self._finish()
         self._raise_if_problems()
         return Manifest(
@@ -326,7 +414,66 @@ class _Builder:
             max_cost=top.maxCost,
             job_timeout_s=top.jobTimeout,
             items=items,
+            models=tuple(self._used) or (self.model,),
         )
+
+    def _models(
+        self, prefix: Loc, model: str | None, models: Any
+    ) -> tuple[list[_ModelUse] | None, dict[str, Source]]:
+        """The models of a level (None: inherited) and its per-model parameters."""
+        if models is None:
+            if model is None:
+                return None, {}
+            self._named.setdefault(model, []).append((*prefix, "model"))
+            return [_ModelUse(model, False)], {}
+        where: Loc = (*prefix, "models")
+        if model is not None:
+            self.problem(where, "give either 'model' or 'models', not both")
+            return [], {}
+        per: dict[str, Source] = {}
+        if isinstance(models, list):
+            names: list[Any] = models
+            locs: list[Loc] = [(*where, k) for k in range(len(models))]
+        elif isinstance(models, dict):
+            names, locs = list(models), [(*where, name) for name in models]
+            for name, params in models.items():
+                if isinstance(params, dict):
+                    per[name] = Source((*where, name), params)
+                elif params is not None:
+                    self.problem((*where, name), "must be a mapping of this model's parameters")
+                    return [], {}
+        else:
+            self.problem(
+                where,
+                "must be a list of model ids, or a mapping of model id to its parameters, "
+                f"got {_show(models)}",
+            )
+            return [], {}
+        if not names:
+            self.problem(where, "must name at least one model, got none")
+            return [], {}
+        ok = True
+        for name, loc in zip(names, locs, strict=True):
+            if not isinstance(name, str) or not _MODEL_ID.fullmatch(name):
+                self.problem(loc, f"must be {EXPECTED['model']}, got {_show(name)}")
+                ok = False
+            elif names.count(name) > 1:
+                self.problem(loc, f"names model {name!r} twice")
+                ok = False
+            else:
+                self._named.setdefault(name, []).append(loc)
+        return ([_ModelUse(name, True) for name in names] if ok else []), per
+
+    def _resolve_models(self, project_id: str | None) -> None:
+        """Every model's declared inputs (shipped, cached or fetched: one source call)."""
+        found = self.source.resolve(list(self._named), project_id)
+        for model_id, locs in self._named.items():
+            spec = found.get(model_id)
+            if isinstance(spec, ModelSpec):
+                self.specs[model_id] = spec
+                continue
+            for loc in locs:
+                self.problem(loc, spec or f"unknown model {model_id!r}")
 
     def _validate(
         self, data: dict[str, Any]
@@ -376,13 +523,15 @@ class _Builder:
             )
 
     # -- jobs -------------------------------------------------------------------------------
-    def _expand(self, index: int, job: Job, defaults: dict[str, Any], defaults_ok: bool) -> None:
+    def _expand(
+        self, index: int, job: Job, uses: list[_ModelUse], levels: _Levels, defaults_ok: bool
+    ) -> None:
         loc: Loc = ("jobs", index)
-        own = job.model_dump(exclude_none=True, include=set(_PARAM_KEYS))
-        params = {**defaults, **own}
         if job.id in (".", ".."):
             self.problem((*loc, "id"), f"must not be '.' or '..', got {job.id!r}")
             return
+        if not uses:
+            return  # its models are wrong: reported
         images: list[tuple[str, str] | None] = [None]
         if job.images is not None:
             found = self._images(loc, job)
@@ -393,22 +542,38 @@ class _Builder:
         if job.prompts is not None:
             prompts = [(p.id or f"p{n + 1}", n, p) for n, p in enumerate(job.prompts)]
             self._unique_prompt_ids(loc, prompts)
-        if len(self.drafts) + len(images) * len(prompts) > MAX_ITEMS:
+        if len(self.drafts) + len(images) * len(prompts) * len(uses) > MAX_ITEMS:
             self.problem(("jobs",), f"must expand to at most {MAX_ITEMS:,} items, got more")
             self.too_many = True
             return
+        own = Source(loc, job.model_extra or {}, tuple(KEYS["jobs"]))
         for entry in prompts:
-            merged, ploc = params, loc
+            ploc, entry_sources = loc, []
             if entry is not None:
                 ploc = (*loc, "prompts", entry[1])
-                merged = {**params, **entry[2].model_dump(exclude_none=True, exclude={"id"})}
-            refs = self._references(merged.get("referenceImages"), index, job, entry)
-            if refs is None:
-                continue
-            if not self._check_params(loc, ploc, merged, defaults_ok):
-                continue
-            for image in images:
-                self._draft(loc, job, entry, image, merged, refs)
+                params = {"prompt": entry[2].prompt, **(entry[2].model_extra or {})}
+                entry_sources = [Source(ploc, params, tuple(KEYS["prompts"]))]
+            shared = ""
+            if any(use.tagged for use in uses) and job.id is None:
+                shared = _CANONICAL.encode([s.params for s in levels.shared(own, entry_sources)])
+            drafted: list[tuple[_ModelUse, ModelSpec, Resolved]] = []
+            for use in uses:
+                spec = self.specs.get(use.model)
+                if spec is None:
+                    continue  # unknown model: reported where it is named
+                resolved = self.checker.resolve(
+                    spec,
+                    levels.sources(use.model, own, entry_sources),
+                    job_loc=loc,
+                    entry_loc=ploc,
+                    bulk=job.images is not None,
+                    check_required=defaults_ok,
+                )
+                if resolved is not None:
+                    drafted.append((use, spec, resolved))
+            for image in images:  # an input's models side by side
+                for use, spec, resolved in drafted:
+                    self._draft(loc, job, entry, image, resolved, spec, use, shared)
 
     def _images(self, loc: Loc, job: Job) -> list[tuple[str, str]] | None:
         spec = job.images
@@ -456,40 +621,15 @@ class _Builder:
                 )
             seen[key] = n
 
-    def _references(
-        self,
-        raws: list[str] | None,
-        index: int,
-        job: Job,
-        entry: _Entry | None,
-    ) -> tuple[Reference, ...] | None:
-        """Classify the merged referenceImages, reporting each problem at the level that set it."""
-        if not raws:
-            return ()
-        origin = self._origin_of_refs(index, job, entry)
-        refs: list[Reference] = []
-        ok = True
-        for k, raw in enumerate(raws):
-            ref = self._reference(raw)
-            if isinstance(ref, str):
-                self.problem((*origin, "referenceImages", k), ref)
-                ok = False
-            else:
-                refs.append(ref)
-        return tuple(refs) if ok else None
-
-    def _origin_of_refs(self, index: int, job: Job, entry: _Entry | None) -> Loc:
-        if entry is not None and entry[2].referenceImages is not None:
-            return ("jobs", index, "prompts", entry[1])
-        if job.referenceImages is not None:
-            return ("jobs", index)
-        return ("defaults",)
-
     def _reference(self, raw: str) -> Reference | str:
         cached = self._refs.get(raw)
         if cached is None:
             cached = self._refs[raw] = self._classify(raw)
         return cached
+
+    def _file_problem(self, raw: str) -> str | None:
+        found = self._reference(raw)
+        return found if isinstance(found, str) else None
 
     def _classify(self, raw: str) -> Reference | str:
         if "\x00" in raw:
@@ -521,56 +661,36 @@ class _Builder:
                 return trouble
         return Reference("file", path)
 
-    def _check_params(self, loc: Loc, ploc: Loc, merged: dict[str, Any], defaults_ok: bool) -> bool:
-        ok = True
-        if "prompt" not in merged and defaults_ok:
-            self.problem(ploc, "missing required key 'prompt' (in the job or in defaults)")
-            ok = False
-        loras, scales = merged.get("loras"), merged.get("lorasScale")
-        if scales is not None and len(scales) != len(loras or []):
-            self.problem(
-                (*ploc, "lorasScale") if "lorasScale" in self._get(ploc) else (*loc, "lorasScale"),
-                f"must have one number per LoRA ({len(loras or [])}), got {len(scales)}",
-            )
-            ok = False
-        return ok and "prompt" in merged
-
-    def _get(self, loc: Loc) -> Any:
-        node = self.lines.root
-        try:
-            for part in loc:
-                node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return {}
-        return node if isinstance(node, dict) else {}
-
     def _draft(
         self,
         loc: Loc,
         job: Job,
         entry: _Entry | None,
         image: tuple[str, str] | None,
-        merged: dict[str, Any],
-        refs: tuple[Reference, ...],
+        resolved: Resolved,
+        spec: ModelSpec,
+        use: _ModelUse,
+        shared: str,
     ) -> None:
-        references = refs if image is None else (Reference("file", image[0]), *refs)
-        if not references:
-            where = loc if job.images is None else (*loc, "images")
-            self.problem(where, "needs referenceImages (1-4 images to edit), got none")
-            return
-        if len(references) > MAX_REFERENCES:
-            self.problem(
-                (*loc, "referenceImages"),
-                f"must be at most {MAX_REFERENCES} images including the bulk image, "
-                f"got {len(references)}",
-            )
-            return
-        prompt: str = merged["prompt"]
-        params = {
-            k: (tuple(v) if isinstance(v, list) else v)
-            for k, v in merged.items()
-            if k not in ("prompt", "referenceImages")
-        }
+        image_input = spec.image_input
+        layout: list[tuple[str, int, bool]] = []
+        references: list[Reference] = []
+        for declared in spec.file_inputs:
+            refs = [self._reference(raw) for raw in resolved.files.get(declared.name, ())]
+            if image is not None and declared is image_input:
+                refs.insert(0, Reference("file", image[0]))
+                high = declared.items_range()[1]
+                if declared.type == "file_array" and high is not None and len(refs) > high:
+                    self.problem(
+                        (*loc, declared.name),
+                        f"must be at most {high} images including the bulk image, got {len(refs)}",
+                    )
+                    return
+            if refs:
+                layout.append((declared.name, len(refs), declared.type == "file_array"))
+                references.extend(r for r in refs if isinstance(r, Reference))
+        key = tuple(layout)
+        file_inputs = self._layouts.setdefault(key, key)
         parts: list[str] = []
         if entry is not None:
             parts.append(entry[0])
@@ -581,11 +701,24 @@ class _Builder:
             stem = ""
         else:
             named = None
-            stem = (
-                "-".join(parts) if image is not None else "-".join([*parts, _stem(references[0])])
-            )
-        draft = _Draft(named, stem, prompt, references, params, loc)
+            stem = "-".join(parts) if image is not None else "-".join([*parts, _stem(references)])
+        draft = _Draft(
+            named,
+            stem,
+            resolved.prompt,
+            tuple(references),
+            resolved.params,
+            loc,
+            use.model,
+            MODEL_SEPARATOR + _tag(use.model) if use.tagged else "",
+            file_inputs,
+        )
         draft.fingerprint = self._fingerprint(draft)
+        if shared and use.tagged:
+            image_key = self._relpath(image[0]) if image is not None else None
+            text = _CANONICAL.encode([shared, image_key, stem])
+            draft.shared_fp = hashlib.sha256(text.encode()).hexdigest()
+        self._used.setdefault(use.model)
         self.drafts.append(draft)
 
     def _fingerprint(self, draft: _Draft) -> str:
@@ -593,12 +726,16 @@ class _Builder:
             [r.kind, self._relpath(r.value) if r.kind == "file" else r.value]
             for r in draft.references
         ]
-        canonical = {
-            "model": self.model,
+        canonical: dict[str, Any] = {
+            "model": draft.model,
             "prompt": draft.prompt,
             "references": refs,
             "params": draft.params,
         }
+        if tuple(name for name, _, _ in draft.file_inputs) not in ((), _KONTEXT_FILES):
+            # Several file inputs: which images go where is part of the inputs. (Items of
+            # the shipped model keep the fingerprint they always had.)
+            canonical["files"] = [[name, count] for name, count, _ in draft.file_inputs]
         text = _CANONICAL.encode(canonical)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -618,50 +755,82 @@ class _Builder:
         for draft in self.drafts:
             if draft.id is None:
                 continue
-            if len(draft.id) > 128:
+            full = draft.id + draft.suffix
+            if len(full) > 128:
                 self.problem(
                     (*draft.loc, "id"),
-                    f"would give item id {_show(draft.id)}, longer than 128 characters; "
+                    f"would give item id {_show(full)}, longer than 128 characters; "
                     "use a shorter id",
                 )
                 continue
-            key = draft.id.lower()
+            key = full.lower()
             if key in taken:
                 other, other_loc = taken[key]
                 line = self.lines.line_of(other_loc)
-                if other == draft.id:
-                    message = f"duplicate id {draft.id!r} (also on line {line})"
+                if other == full:
+                    message = f"duplicate id {full!r} (also on line {line})"
                 else:
                     message = (
-                        f"id {draft.id!r} differs only in case from {other!r} on line {line}; "
+                        f"id {full!r} differs only in case from {other!r} on line {line}; "
                         "they collide on case-insensitive file systems"
                     )
                 self.problem(draft.loc, message)
             else:
-                taken[key] = (draft.id, draft.loc)
+                taken[key] = (full, draft.loc)
         items: list[Item] = []
         for draft in self.drafts:
             if draft.id is None:
-                base = f"{draft.stem[:110].rstrip('._-') or 'item'}-{draft.fingerprint[:8]}"
+                limit = 110 - len(draft.suffix)
+                base = f"{draft.stem[:limit].rstrip('._-') or 'item'}-"
+                base += (draft.shared_fp or draft.fingerprint)[:8]
                 candidate, n = base, 1
-                while candidate.lower() in taken:
+                while (candidate + draft.suffix).lower() in taken:
                     n += 1
                     candidate = f"{base}-{n}"
-                taken[candidate.lower()] = (candidate, draft.loc)
+                taken[(candidate + draft.suffix).lower()] = (candidate, draft.loc)
                 draft.id = candidate
+            full = draft.id + draft.suffix if draft.suffix else draft.id
             items.append(
                 Item(
-                    draft.id,
+                    full,
                     draft.prompt,
                     draft.references,
                     MappingProxyType(draft.params),
                     draft.fingerprint,
+                    draft.model,
+                    draft.id,
+                    draft.file_inputs,
                 )
             )
         return tuple(items)
 
 
-def _stem(ref: Reference) -> str:
+@dataclass(frozen=True, slots=True)
+class _Levels:
+    """The parameter levels of a job: which apply to an item, in order (later wins)."""
+
+    defaults: Source | None
+    top: Mapping[str, Source]  # the top level's `models: {m: {...}}`
+    job: Mapping[str, Source]  # the job's `models: {m: {...}}`
+
+    def sources(self, model: str, own: Source, entry: list[Source]) -> list[Source]:
+        found = [self.defaults, self.top.get(model), own, *entry, self.job.get(model)]
+        return [source for source in found if source is not None]
+
+    def shared(self, own: Source, entry: list[Source]) -> list[Source]:
+        """The levels every model of the job shares (what names an item across models)."""
+        return [s for s in (self.defaults, own, *entry) if s is not None]
+
+
+def _tag(model: str) -> str:
+    """A model id as an item id suffix: `model_qwen-edit` -> `qwen-edit`."""
+    return model.removeprefix("model_") or model
+
+
+def _stem(references: Sequence[Reference]) -> str:
+    if not references:
+        return "item"
+    ref = references[0]
     if ref.kind == "file":
         return sanitize(os.path.splitext(os.path.basename(ref.value))[0])
     if ref.kind == "asset":

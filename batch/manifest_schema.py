@@ -1,8 +1,10 @@
 """The manifest's shape as pydantic models: the validator's boundary and the JSON Schema's source.
 
-Models forbid unknown keys and are strict (no "1" -> 1, no true -> 1). Field names are the
-API's own parameter names. Cross-field rules (prompt present after defaults, loras and
-lorasScale of equal length, reference kinds, ids unique) live in `batch.manifest`.
+Models forbid unknown keys and are strict (no "1" -> 1, no true -> 1). Generate
+parameters are any model's inputs, so `Params` lets any key through; `batch.manifest` checks
+them against the model's declared inputs (`batch.model_inputs`), with the other cross-field
+rules (required inputs, reference kinds, unique ids). The JSON Schema lists the inputs of
+`model_flux-kontext-editing` for editor completion and allows any other key.
 """
 
 from __future__ import annotations
@@ -11,52 +13,39 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_PROMPT_CHARS = 10_000
-MAX_REFERENCES = 4
+from batch.model_inputs import BUILTIN, KONTEXT, ModelInput, expected
+
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
-ASPECT_RATIOS = ("auto", "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9", "9:21")
-QUALITIES = ("high", "medium", "low")
+MODEL_ID_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 
 _CONFIG = ConfigDict(
     extra="forbid", strict=True, allow_inf_nan=False, protected_namespaces=(), frozen=True
 )
 
-Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 PathStr = Annotated[str, Field(min_length=1, max_length=4096)]
 
 
+_PARAMS_CONFIG = ConfigDict(
+    extra="allow", strict=True, allow_inf_nan=False, protected_namespaces=(), frozen=True
+)
+ModelId = Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
+
+
 class Params(BaseModel):
-    """Generate parameters (API names). Every field may come from `defaults` or the job."""
+    """Generate parameters: any input the model declares, under the API's own name.
 
-    model_config = _CONFIG
+    Their values are checked against the model's declared inputs (`batch.model_inputs`),
+    not here; a `null` value means "not given"."""
 
-    prompt: Prompt | None = Field(None, description="What to do to the reference image(s).")
-    referenceImages: (
-        Annotated[list[PathStr], Field(min_length=1, max_length=MAX_REFERENCES)] | None
-    ) = Field(
-        None,
-        description="1-4 images: a path relative to the manifest, an asset id "
-        "(asset_...), or an https:// URL.",
-    )
-    numOutputs: Annotated[int, Field(ge=1, le=4)] | None = Field(
-        None, description="Images to generate per job (1-4)."
-    )
-    aspectRatio: Literal[ASPECT_RATIOS] | None = None  # type: ignore[valid-type]
-    quality: Literal[QUALITIES] | None = None  # type: ignore[valid-type]
-    guidanceScale: Annotated[float, Field(ge=1.0, le=10.0)] | None = None
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
-    loras: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
-        None, description="LoRA model ids."
-    )
-    lorasScale: list[float] | None = Field(None, description="One scale per LoRA.")
+    model_config = _PARAMS_CONFIG
 
 
 class PromptEntry(Params):
     """One prompt of a prompt x image matrix; its own parameters override the job's."""
 
     id: Id | None = Field(None, description="Used in item ids; defaults to p1, p2, ...")
-    prompt: Prompt = Field(description="What to do to the image.")
+    prompt: Any = Field(description="What to do to the image.")
 
 
 class ImagesSpec(BaseModel):
@@ -68,6 +57,12 @@ class ImagesSpec(BaseModel):
     folder: PathStr | None = Field(None, description="Every image file directly in this folder.")
 
 
+MODELS_DESCRIPTION = (
+    "Run every item with each model: a list of model ids, or a mapping of model id to "
+    "parameters for that model only (null for none). Item ids get '--<model>' appended."
+)
+
+
 class Job(Params):
     """One job, or a bulk job when `images` or `prompts` is given."""
 
@@ -75,11 +70,13 @@ class Job(Params):
     images: PathStr | ImagesSpec | None = Field(
         None,
         description="Bulk: a glob or folder of images, one item per image "
-        "(the image becomes the first reference).",
+        "(the image goes to the model's first file input).",
     )
     prompts: Annotated[list[PromptEntry], Field(min_length=1)] | None = Field(
         None, description="Bulk: a prompt x image matrix; one item per prompt and image."
     )
+    model: ModelId | None = Field(None, description="This job's model (overrides the top level).")
+    models: Any = Field(None, description=MODELS_DESCRIPTION)
 
 
 class ManifestModel(BaseModel):
@@ -88,9 +85,8 @@ class ManifestModel(BaseModel):
     model_config = ConfigDict(**_CONFIG, title="scenario-batch manifest")
 
     version: Literal[1] | None = None
-    model: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")] | None = Field(
-        None, description="Model id; default model_flux-kontext-editing."
-    )
+    model: ModelId | None = Field(None, description="Model id; default model_flux-kontext-editing.")
+    models: Any = Field(None, description=MODELS_DESCRIPTION)
     projectId: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")] | None = None
     output: PathStr | None = Field(None, description="Output directory, relative to this file.")
     concurrency: Annotated[int, Field(ge=1, le=1024)] | None = None
@@ -104,7 +100,7 @@ class ManifestModel(BaseModel):
     jobs: Annotated[list[Job], Field(min_length=1)]
 
 
-# What each field must be, for messages like "must be 1.0-10.0, got 12".
+# What each structural field must be, for messages like "must be an integer 1-1024, got 0".
 EXPECTED: dict[str, str] = {
     "version": "1",
     "model": "a model id (letters, digits, '.', '_', '-')",
@@ -115,15 +111,6 @@ EXPECTED: dict[str, str] = {
     "jobTimeout": "a number of seconds > 0 (at most 604800)",
     "defaults": "a mapping of generate parameters",
     "jobs": "a non-empty list of jobs",
-    "prompt": f"a non-empty string of at most {MAX_PROMPT_CHARS:,} characters",
-    "referenceImages": "a list of 1-4 images (local paths, asset ids or https URLs)",
-    "numOutputs": "an integer 1-4",
-    "aspectRatio": "one of " + ", ".join(ASPECT_RATIOS),
-    "quality": "one of " + ", ".join(QUALITIES),
-    "guidanceScale": "1.0-10.0",
-    "seed": f"an integer 0-{2**32 - 1}",
-    "loras": "a list of LoRA model ids (strings)",
-    "lorasScale": "a list of numbers, one per LoRA",
     "id": "1-128 letters, digits, '.', '_' or '-'",
     "images": "a glob or folder (a string), or a mapping with 'glob' or 'folder'",
     "prompts": "a non-empty list of {id, prompt} mappings",
@@ -134,9 +121,6 @@ EXPECTED: dict[str, str] = {
 EXPECTED_ENTRY: dict[str, str] = {
     "jobs": "a mapping (one job)",
     "prompts": "a mapping with a prompt",
-    "referenceImages": "a string (local path, asset id or https URL)",
-    "loras": "a non-empty string",
-    "lorasScale": "a number",
 }
 # Keys valid at each level, for "did you mean" suggestions.
 KEYS: dict[str, list[str]] = {
@@ -149,7 +133,56 @@ KEYS: dict[str, list[str]] = {
 
 
 def manifest_json_schema() -> dict[str, Any]:
-    """JSON Schema of the manifest, from the models the validator uses."""
+    """JSON Schema of the manifest, from the models the validator uses; generate
+    parameters are described by the shipped model's inputs (any other key is allowed)."""
     schema = ManifestModel.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    models_schema = {
+        "description": MODELS_DESCRIPTION,
+        "anyOf": [
+            {"type": "array", "items": {"type": "string", "pattern": MODEL_ID_PATTERN}},
+            {
+                "type": "object",
+                "additionalProperties": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+            },
+        ],
+    }
+    schema["properties"]["models"] = models_schema
+    inputs = {i.name: _input_schema(i) for i in BUILTIN[KONTEXT].inputs}
+    for name in ("Params", "Job", "PromptEntry"):
+        definition = schema["$defs"][name]
+        if name == "Job":
+            definition["properties"]["models"] = models_schema
+        own = definition.get("properties", {})
+        definition["properties"] = {**inputs, **own}
+        definition["additionalProperties"] = True
     return schema
+
+
+def _input_schema(spec: ModelInput) -> dict[str, Any]:
+    """One declared input as JSON Schema (the shipped model's, for editor completion)."""
+    described: dict[str, Any] = {"description": f"{KONTEXT}: {expected(spec)}."}
+    low, high = spec.items_range()
+    if spec.type == "number":
+        described["type"] = "integer" if spec.is_integer else "number"
+        bounds = {"minimum": spec.min, "maximum": spec.max}
+        described.update({k: v for k, v in bounds.items() if v is not None})
+    elif spec.type in ("string", "model", "file"):
+        described["type"] = "string"
+        if spec.allowed is not None:
+            described["enum"] = list(spec.allowed)
+        if spec.min_length is not None:
+            described["minLength"] = int(spec.min_length)
+        if spec.max_length is not None:
+            described["maxLength"] = int(spec.max_length)
+    elif spec.type == "boolean":
+        described["type"] = "boolean"
+    else:
+        item = {"number_array": {"type": "number"}, "inputs_array": {"type": "object"}}
+        described["type"] = "array"
+        described["items"] = item.get(spec.type, {"type": "string"})
+        if low is not None:
+            described["minItems"] = int(low)
+        if high is not None:
+            described["maxItems"] = int(high)
+    return {"anyOf": [described, {"type": "null"}]}

@@ -148,7 +148,7 @@ class Run:
         self._spent = state.total_spent()
         self._reserved = 0.0  # priced but not yet confirmed by a submit answer
         self._budget = manifest.max_cost if options.max_cost is None else options.max_cost
-        self.costs = CostBook(client, self.references, manifest.model)
+        self.costs = CostBook(client, self.references)
         self._stop_submitting: str | None = None
         self.waiting: dict[str, Item] = {}  # job id -> its item, while the job runs
         self._active = 0  # item tasks alive
@@ -357,7 +357,7 @@ class Run:
         sent_at = utc_now()
         await self._record(item, state="submitting", submittedAt=sent_at, references=references)
         try:
-            submitted = await self.client.generate(self.manifest.model, body)
+            submitted = await self.client.generate(item.model, body)
         except ParallelJobsLimitError as exc:
             await self._record(item, state="planned", notCreated=True)
             self._on_ceiling(exc)
@@ -556,6 +556,7 @@ class Run:
                     "fp": item.fingerprint,
                     "state": "planned",
                     "prompt": item.prompt,
+                    "model": item.model,
                 }
                 for item in items[start : start + PLANNED_BATCH]
             ]
@@ -754,7 +755,7 @@ async def estimate_run(manifest: Manifest, settings: ApiSettings, options: RunOp
     async with _session(settings, options) as session:
         client = ScenarioClient(session, settings)
         references = References(client, session, state.assets, _discard)
-        return await estimate_items(CostBook(client, references, manifest.model), todo)
+        return await estimate_items(CostBook(client, references), todo)
 
 
 async def _discard(_: Mapping[str, Any]) -> None:

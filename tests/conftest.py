@@ -22,6 +22,16 @@ FAST = SimulatorConfig(job_latency_s=0.05, upload_processing_s=0.01)
 SimulatorFactory = Callable[..., Awaitable[Simulator]]
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """Every test gets its own user cache directory (model declarations are cached there)."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
 @pytest.fixture
 async def simulator_factory() -> AsyncIterator[SimulatorFactory]:
     """`await simulator_factory(config=None, **knobs)` starts a simulator; all stop at teardown.

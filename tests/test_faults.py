@@ -21,6 +21,8 @@ import batch.outputs
 import batch.pipeline
 from batch import cli
 from batch.ledger import load_state
+from batch.model_catalog import ModelCatalog
+from batch.model_inputs import KONTEXT_DECLARATION
 from batch.outputs import Fetched
 from batch.settings import ApiSettings, RetryPolicy
 from batch.simulator import MODEL_ID
@@ -153,6 +155,9 @@ async def test_permanent_errors_fail_the_item_at_once(
     reference = "asset_doesnotexist" if case == "unknown asset" else "images/img0000.png"
     jobs = [{"id": f"p{n}", "prompt": f"p{n}", "referenceImages": [reference]} for n in range(3)]
     top = {"model": "model_missing"} if case == "unknown model" else {}
+    if case == "unknown model":  # its declaration was cached, the model withdrawn since
+        declared = {**KONTEXT_DECLARATION, "id": "model_missing"}
+        ModelCatalog(fetch=lambda ids, project: dict.fromkeys(ids, declared)).resolve(top.values())
     manifest = write_manifest(tmp_path, jobs, **top)
     out = tmp_path / "out"
 

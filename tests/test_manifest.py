@@ -11,6 +11,7 @@ from PIL import Image
 
 from batch.errors import ManifestError, Problem
 from batch.manifest import DEFAULT_MODEL, Reference, load_manifest, manifest_json_schema
+from tests.conftest import make_png
 
 
 def write(tmp: Path, body: str, name: str = "m.yaml") -> Path:
@@ -59,7 +60,7 @@ def test_top_level_fields_and_overrides(tmp_path: Path, images: Path) -> None:
         tmp_path,
         """
         version: 1
-        model: model_other
+        model: model_flux-kontext-editing
         projectId: proj_abc
         output: out/example
         concurrency: 8
@@ -78,7 +79,7 @@ def test_top_level_fields_and_overrides(tmp_path: Path, images: Path) -> None:
     )
     m = load_manifest(path)
     assert (m.model, m.project_id, m.concurrency, m.max_cost, m.job_timeout_s) == (
-        "model_other",
+        "model_flux-kontext-editing",
         "proj_abc",
         8,
         12.5,
@@ -158,53 +159,62 @@ def test_fingerprint_changes_with_inputs(tmp_path: Path, images: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("guidanceScale: 12", ("jobs[0].guidanceScale", "must be 1.0-10.0, got 12")),
-        ("guidanceScale: '3'", ("jobs[0].guidanceScale", "must be 1.0-10.0, got '3'")),
-        ("numOutputs: 5", ("jobs[0].numOutputs", "must be an integer 1-4, got 5")),
-        ("numOutputs: 1.5", ("jobs[0].numOutputs", "must be an integer 1-4, got 1.5")),
-        ("seed: true", ("jobs[0].seed", "must be an integer 0-4294967295, got true")),
-        ("seed: -1", ("jobs[0].seed", "must be an integer 0-4294967295, got -1")),
-        ("seed: 4294967296", ("jobs[0].seed", "got 4294967296")),
-        ("aspectRatio: 5:4", ("jobs[0].aspectRatio", "must be one of auto, 1:1")),
-        ("quality: ultra", ("jobs[0].quality", "must be one of high, medium, low, got 'ultra'")),
-        ("loras: [1]", ("jobs[0].loras[0]", "must be a non-empty string, got 1")),
-        ("lorasScale: [x]", ("jobs[0].lorasScale[0]", "must be a number, got 'x'")),
-        ("promt: typo", ("jobs[0].promt", "unknown key 'promt'; did you mean 'prompt'?")),
-        ("guidancescale: 3", ("jobs[0].guidancescale", "did you mean 'guidanceScale'?")),
+        ("guidanceScale: 12", ("jobs[0] (j).guidanceScale", "must be 1.0-10.0, got 12")),
+        ("guidanceScale: '3'", ("jobs[0] (j).guidanceScale", "must be 1.0-10.0, got '3'")),
+        ("numOutputs: 5", ("jobs[0] (j).numOutputs", "must be an integer 1-4, got 5")),
+        ("numOutputs: 1.5", ("jobs[0] (j).numOutputs", "must be an integer 1-4, got 1.5")),
+        ("seed: true", ("jobs[0] (j).seed", "must be an integer 0-4294967295, got true")),
+        ("seed: -1", ("jobs[0] (j).seed", "must be an integer 0-4294967295, got -1")),
+        ("seed: 4294967296", ("jobs[0] (j).seed", "got 4294967296")),
+        ("aspectRatio: 5:4", ("jobs[0] (j).aspectRatio", "must be one of auto, 1:1")),
+        (
+            "quality: ultra",
+            ("jobs[0] (j).quality", "must be one of high, medium, low, got 'ultra'"),
+        ),
+        ("loras: [1]", ("jobs[0] (j).loras[0]", "must be a non-empty string, got 1")),
+        ("lorasScale: [x]", ("jobs[0] (j).lorasScale[0]", "must be a number, got 'x'")),
+        ("promt: typo", ("jobs[0] (j).promt", "unknown key 'promt'; did you mean 'prompt'?")),
+        ("guidancescale: 3", ("jobs[0] (j).guidancescale", "did you mean 'guidanceScale'?")),
         ("id: ../x", ("jobs[0].id", "got '../x' (not a path)")),
         ("id: /abs", ("jobs[0].id", "got '/abs' (not a path)")),
         ("id: 'a\\0b'", ("jobs[0].id", "must be 1-128 letters")),
         ("id: " + "x" * 129, ("jobs[0].id", "must be 1-128 letters")),
         ("id: ..", ("jobs[0].id", "must not be '.' or '..', got '..'")),
         ("id: 12", ("jobs[0].id", "got 12 (quote it to make it a string)")),
-        ("referenceImages: []", ("jobs[0].referenceImages", "must be a list of 1-4 images")),
+        ("referenceImages: []", ("jobs[0] (j).referenceImages", "must be a list of 1-4 images")),
         (
             "referenceImages: [a, b, c, d, e]",
-            ("jobs[0].referenceImages", "got a list of 5 entries"),
+            ("jobs[0] (j).referenceImages", "got a list of 5 entries"),
         ),
         (
             "referenceImages: [http://x.com/a.png]",
-            ("jobs[0].referenceImages[0]", "plain http is refused"),
+            ("jobs[0] (j).referenceImages[0]", "plain http is refused"),
         ),
         (
             "referenceImages: ['ftp://x.com/a.png']",
-            ("jobs[0].referenceImages[0]", "got a ftp: URL"),
+            ("jobs[0] (j).referenceImages[0]", "got a ftp: URL"),
         ),
         (
             "referenceImages: ['https://u:p@x.com/a']",
-            ("jobs[0].referenceImages[0]", "without credentials"),
+            ("jobs[0] (j).referenceImages[0]", "without credentials"),
         ),
-        ("referenceImages: [images/none.png]", ("jobs[0].referenceImages[0]", "file not found")),
-        ("referenceImages: [images]", ("jobs[0].referenceImages[0]", "not a regular file")),
-        ("referenceImages: [notes.txt]", ("jobs[0].referenceImages[0]", "not a readable image")),
-        ("prompt: ''", ("jobs[0].prompt", "got an empty string")),
+        (
+            "referenceImages: [images/none.png]",
+            ("jobs[0] (j).referenceImages[0]", "file not found"),
+        ),
+        ("referenceImages: [images]", ("jobs[0] (j).referenceImages[0]", "not a regular file")),
+        (
+            "referenceImages: [notes.txt]",
+            ("jobs[0] (j).referenceImages[0]", "not a readable image"),
+        ),
+        ("prompt: ''", ("jobs[0] (j).prompt", "got an empty string")),
         (
             "prompt: " + "x" * 10_001,
-            ("jobs[0].prompt", "at most 10,000 characters, got 10,001 characters"),
+            ("jobs[0] (j).prompt", "at most 10,000 characters, got 10,001 characters"),
         ),
         (
             "loras: [a, b]\n    lorasScale: [1]",
-            ("jobs[0].lorasScale", "one number per LoRA (2), got 1"),
+            ("jobs[0] (j).lorasScale", "one number per LoRA (2), got 1"),
         ),
     ],
 )
@@ -232,7 +242,7 @@ def test_job_field_errors_are_located(
 
 
 def test_example_message_format(tmp_path: Path, images: Path) -> None:
-    """A problem prints exactly as `file:line jobs[3].field: message`."""
+    """A problem prints exactly as `file:line jobs[3] (id).field: message`."""
     jobs = "".join(
         f"  - {{id: j{i}, prompt: p, referenceImages: [images/cat.png]}}\n" for i in range(3)
     )
@@ -243,7 +253,7 @@ def test_example_message_format(tmp_path: Path, images: Path) -> None:
         + "  - id: j3\n    prompt: p\n    referenceImages: [images/cat.png]\n"
         + "    guidanceScale: 12\n",
     )
-    assert str(only(path)) == f"{path}:8 jobs[3].guidanceScale: must be 1.0-10.0, got 12"
+    assert str(only(path)) == f"{path}:8 jobs[3] (j3).guidanceScale: must be 1.0-10.0, got 12"
 
 
 @pytest.mark.parametrize(
@@ -321,9 +331,9 @@ def test_all_problems_collected_in_line_order(tmp_path: Path, images: Path) -> N
     found = problems(path)
     assert [(p.line, p.where) for p in found] == [
         (1, "concurrency"),
-        (3, "jobs[0].seed"),
-        (4, "jobs[1].referenceImages[0]"),
-        (5, "jobs[2].promt"),
+        (3, "jobs[0] (a).seed"),
+        (4, "jobs[1] (b).referenceImages[0]"),
+        (5, "jobs[2] (c).promt"),
     ]
 
 
@@ -336,7 +346,7 @@ def test_duplicate_and_case_insensitive_ids(tmp_path: Path, images: Path) -> Non
         f"  - {{id: Cat, prompt: p, {ref}}}\n  - {{id: cat, prompt: q, {ref}}}\n",
     )
     found = problems(path)
-    assert [(p.line, p.where) for p in found] == [(3, "jobs[1]"), (5, "jobs[3]")]
+    assert [(p.line, p.where) for p in found] == [(3, "jobs[1] (x)"), (5, "jobs[3] (cat)")]
     assert "duplicate id 'x' (also on line 2)" in found[0].message
     assert "differs only in case from 'Cat' on line 4" in found[1].message
 
@@ -413,3 +423,64 @@ def _try(tmp_path: Path, key: str) -> list[Problem]:
     except ManifestError as exc:
         return exc.problems
     return []
+
+
+# Ids and fingerprints of this manifest as computed by main at da83f39, before `models:`
+# existed: a ledger written then must resume without paying again.
+PINNED_MANIFEST = """\
+model: model_flux-kontext-editing
+defaults:
+  quality: high
+  guidanceScale: 3.5
+jobs:
+  - id: cat-watercolor
+    prompt: Turn the cat into a watercolor painting
+    referenceImages: [images/cat.png, asset_abc123]
+    seed: 42
+    guidanceScale: 4
+    loras: [model_lora1]
+    lorasScale: [1]
+  - prompt: Make it night
+    referenceImages: [https://example.com/pics/dog.png]
+    numOutputs: 2
+    aspectRatio: "16:9"
+  - id: bulk
+    prompt: Pencil sketch
+    images: images
+  - images: "images/*.png"
+    referenceImages: [style.png]
+    prompts:
+      - {id: wc, prompt: Watercolor}
+      - {prompt: Ink drawing, seed: 7}
+"""
+PINNED = [
+    ("cat-watercolor", "0283308e0fdb71deb98b348001ae6727cc12afa35ec2b5a667d026fb5dd204da"),
+    ("dog-7b96e223", "7b96e2230487eed95a30dd7c0995e2a36bf3c1415cf083917d6b45313471806f"),
+    ("bulk-cat", "ba13040571746b4427f172e1b087f89040c6eb76154d88980f68b3af17d676b6"),
+    ("bulk-dog", "d4a7cf61fef45e3a1fb0d5bb152db97ca43d7be752763454078a0ee621d49294"),
+    ("wc-cat-6abad835", "6abad835692f730faab73c82b24b5bf123a68e6e0f222bdf6c7a8f4ade2fb333"),
+    ("wc-dog-7b88d1c2", "7b88d1c237db6983695ecbf5e6b257919e72abc26960761a2b7201599a1e9ce7"),
+    ("p2-cat-1bfbb42b", "1bfbb42b28c49bbe183a182310b52984a9ebbb4707ea75d17e070c194506d475"),
+    ("p2-dog-d8cfb870", "d8cfb87002cf3033c99e402e9d2b19519a1707be95da515918e4885a1739ad85"),
+]
+
+
+def test_ids_and_fingerprints_are_those_of_earlier_versions(tmp_path: Path) -> None:
+    """A kontext manifest keeps the ids, fingerprints and bodies it had before `models:`."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "cat.png").write_bytes(make_png(32, 24, color=(10, 20, 30)))
+    (tmp_path / "images" / "dog.png").write_bytes(make_png(32, 24, color=(40, 50, 60)))
+    (tmp_path / "style.png").write_bytes(make_png(16, 16, color=(1, 2, 3)))
+    (tmp_path / "manifest.yaml").write_text(PINNED_MANIFEST)
+    items = load_manifest(tmp_path / "manifest.yaml").items
+    assert [(item.id, item.fingerprint) for item in items] == PINNED
+    assert all(item.base_id == item.id and item.model == DEFAULT_MODEL for item in items)
+    assert items[0].generate_body(["asset_1", "asset_abc123"]) == {
+        "referenceImages": ["asset_1", "asset_abc123"],
+        "prompt": "Turn the cat into a watercolor painting",
+        "quality": "high",
+        "guidanceScale": 4.0,
+        "seed": 42,
+        "loras": ["model_lora1"],
+        "lorasScale": [1.0],
+    }

@@ -122,12 +122,12 @@ def test_sanitize_and_keys() -> None:
 @pytest.mark.parametrize(
     ("spec", "where", "message"),
     [
-        ("'none/*.png'", "jobs[0].images", "glob 'none/*.png' matches no image files"),
-        ("{folder: nowhere}", "jobs[0].images", "folder 'nowhere' does not exist"),
-        ("{glob: a, folder: b}", "jobs[0].images", "exactly one of 'glob' or 'folder'"),
-        ("{}", "jobs[0].images", "exactly one of 'glob' or 'folder'"),
-        ("{globb: x}", "jobs[0].images.globb", "did you mean 'glob'?"),
-        ("[a, b]", "jobs[0].images", "must be a glob or folder"),
+        ("'none/*.png'", "jobs[0] (j).images", "glob 'none/*.png' matches no image files"),
+        ("{folder: nowhere}", "jobs[0] (j).images", "folder 'nowhere' does not exist"),
+        ("{glob: a, folder: b}", "jobs[0] (j).images", "exactly one of 'glob' or 'folder'"),
+        ("{}", "jobs[0] (j).images", "exactly one of 'glob' or 'folder'"),
+        ("{globb: x}", "jobs[0] (j).images.globb", "did you mean 'glob'?"),
+        ("[a, b]", "jobs[0] (j).images", "must be a glob or folder"),
     ],
 )
 def test_bulk_errors(tmp_path: Path, spec: str, where: str, message: str) -> None:
@@ -178,4 +178,4 @@ def test_duplicate_prompt_ids(tmp_path: Path) -> None:
     )
     with pytest.raises(ManifestError) as info:
         load_manifest(path)
-    assert ("jobs[0].prompts[1].id", 6) in [(p.where, p.line) for p in info.value.problems]
+    assert ("jobs[0] (j).prompts[1].id", 6) in [(p.where, p.line) for p in info.value.problems]

@@ -22,12 +22,14 @@ from scenario_sdk.types import (
     JobListResponse,
     JobRetrieveResponse,
     JobTriggerActionResponse,
+    ModelRetrieveResponse,
     UploadCreateResponse,
     UploadRetrieveResponse,
     UploadTriggerActionResponse,
 )
 
 from batch.simulator import MODEL_ID, Simulator
+from batch.simulator.models import QWEN, SEEDREAM
 
 SimulatorFactory = Callable[..., Awaitable[Simulator]]
 
@@ -393,3 +395,52 @@ async def test_parallel_ceiling(
         await asyncio.sleep(0.35)
         assert (await sdk.generate.run_model(MODEL_ID, body=body)).job.status == "queued"
     assert len(sim.jobs) == 4
+
+
+@pytest.mark.parametrize("model_id", [MODEL_ID, QWEN, SEEDREAM])
+async def test_model_declarations_parse(sdk: AsyncScenario, model_id: str) -> None:
+    """GET /v1/models/{id} parses as ModelRetrieveResponse, inputs and required rules typed."""
+    answer = await sdk.models.retrieve(model_id)
+    assert isinstance(answer, ModelRetrieveResponse)
+    assert answer.model.id == model_id and answer.model.inputs
+    files = [i for i in answer.model.inputs if i.type in ("file", "file_array")]
+    assert files and all(i.required is not None and i.required.always for i in files)
+
+
+async def test_model_rules_parse_and_unknown_model_is_404(sdk: AsyncScenario) -> None:
+    """ifDefined and conditional rules come through typed; an unknown model is a 404."""
+    qwen = {i.name: i for i in (await sdk.models.retrieve(QWEN)).model.inputs or []}
+    assert qwen["cfgScale"].required is not None and qwen["cfgScale"].required.if_defined
+    multi = {i.name: i for i in (await sdk.models.retrieve(SEEDREAM)).model.inputs or []}
+    rule = multi["styleStrength"].required
+    assert rule is not None and rule.conditional is not None and rule.conditional.operator == "or"
+    assert multi["sourceImages"].max == 3
+    with pytest.raises(scenario_sdk.NotFoundError):
+        await sdk.models.retrieve("model_unknown")
+
+
+async def test_bodies_are_checked_against_declared_inputs(
+    sdk: AsyncScenario, simulator: Simulator, png_bytes: Callable[..., bytes]
+) -> None:
+    """Each model's generate body is checked as declared: 400 naming every bad field."""
+    ref = await upload(sdk, png_bytes())
+    answer = await sdk.generate.run_model(QWEN, body={"image": ref, "prompt": "p"})
+    assert isinstance(answer, GenerateRunModelResponse)
+    bad = {
+        "sourceImages": [ref] * 4,
+        "prompt": "p",
+        "style": "sketch",
+        "tags": ["a", 1],
+        "referenceImages": [ref],
+    }
+    with pytest.raises(scenario_sdk.BadRequestError) as info:
+        await sdk.generate.run_model(SEEDREAM, body=bad)
+    fields = {e["field"] for e in info.value.body["details"]["errors"]}  # type: ignore[index]
+    assert fields == {"referenceImages", "sourceImages", "styleStrength", "tags[1]"}
+    with pytest.raises(scenario_sdk.BadRequestError, match="cfgScale"):
+        await sdk.generate.run_model(
+            QWEN, body={"image": ref, "prompt": "p", "negativePrompt": "blur"}
+        )
+    with pytest.raises(scenario_sdk.NotFoundError):
+        await sdk.generate.run_model("model_unknown", body={"prompt": "p"})
+    assert len(simulator.jobs) == 1

@@ -68,6 +68,7 @@ def build_api_app(sim: Simulator) -> web.Application:
     app.router.add_get("/v1/uploads/{uploadId}", assets.retrieve_upload)
     app.router.add_post("/v1/uploads/{uploadId}/action", assets.upload_action)
     app.router.add_post("/v1/generate/custom/{modelId}", jobs.generate)
+    app.router.add_get("/v1/models/{modelId}", jobs.model)
     app.router.add_get("/v1/jobs", jobs.list)
     app.router.add_get("/v1/jobs/{jobId}", jobs.retrieve)
     app.router.add_post("/v1/jobs/{jobId}/action", jobs.action)

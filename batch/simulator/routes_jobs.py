@@ -10,6 +10,7 @@ from .config import MODEL_ID
 from .faults import JobPlan
 from .lifecycle import JobState
 from .listing import ListError, list_jobs
+from .models import COST_FACTOR, INPUTS, file_ids, model_json, validate_declared
 from .responses import BODY, JOB_ID, Dropped, error, json_response
 from .routes_assets import owner_of
 from .shapes import job_json
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from .simulator import Simulator
 
 DRY_RUN_STATUS = 269
+MODELS_CREATED = "2025-06-01T00:00:00.000Z"
 
 
 class JobRoutes:
@@ -48,23 +50,34 @@ class JobRoutes:
                 "it needs the Pro plan or above",
                 details={"modelId": model_id, "requiredPlan": "pro"},
             )
-        if model_id != MODEL_ID:
-            return error(404, f"Model {model_id} not found (the simulator serves {MODEL_ID})")
+        if model_id not in INPUTS:
+            served = ", ".join(INPUTS)
+            return error(404, f"Model {model_id} not found (the simulator serves {served})")
         now = sim.clock()
         body = request[BODY]
-        params, problems = validate_inputs(
-            body,
-            lambda asset_id: sim.store.visible_asset(asset_id, now) is not None,
-            sim.config.max_reference_images,
-        )
+
+        def exists(asset_id: str) -> bool:
+            return sim.store.visible_asset(asset_id, now) is not None
+
+        if model_id == MODEL_ID:
+            params, problems = validate_inputs(body, exists, sim.config.max_reference_images)
+        else:
+            filled, problems = validate_declared(model_id, body, exists)
+            params = {
+                "numOutputs": filled.get("numOutputs", 1),
+                "referenceImages": file_ids(model_id, filled),
+                "prompt": filled.get("prompt", ""),
+                "aspectRatio": "auto",
+                "seed": filled.get("seed"),
+            }
         if problems:
             return error(
                 400,
-                f"Invalid inputs for {MODEL_ID}: {describe(problems)}",
+                f"Invalid inputs for {model_id}: {describe(problems)}",
                 details={"errors": [{"field": f, "message": m} for f, m in problems]},
             )
         assert isinstance(body, dict)
-        cost = sim.config.cost_per_output * params["numOutputs"]
+        cost = sim.config.cost_per_output * COST_FACTOR[model_id] * params["numOutputs"]
         owner = owner_of(request)
         if request.query.get("dryRun") in ("true", "api"):
             # An estimate: a job-shaped answer whose id exists nowhere.
@@ -94,6 +107,13 @@ class JobRoutes:
         if sim.faults.drop_after_submit():
             raise Dropped
         return self._answer(job, job.state(now))
+
+    async def model(self, request: web.Request) -> web.Response:
+        """GET /v1/models/{modelId}: the model and its declared inputs (free)."""
+        model_id = request.match_info["modelId"]
+        if model_id not in INPUTS:
+            return error(404, f"Model {model_id} not found")
+        return json_response({"model": model_json(model_id, MODELS_CREATED)})
 
     async def retrieve(self, request: web.Request) -> web.Response:
         job_id = request.match_info["jobId"]
