@@ -34,6 +34,7 @@ from batch.errors import (
     ApiError,
     BatchError,
     CredentialsError,
+    NetworkSetupError,
     OutageError,
     ParallelJobsLimitError,
     PermanentApiError,
@@ -41,6 +42,7 @@ from batch.errors import (
     TransientApiError,
 )
 from batch.health import Health
+from batch.network import setup_failure
 from batch.settings import ApiSettings, RetryPolicy
 from batch.throttle import Throttle
 from batch.urls import signed_url
@@ -119,6 +121,7 @@ class ScenarioClient:
         self._throttle = throttle or Throttle(max_rps=settings.max_rps)
         self.health = Health(trip_after=settings.outage_trip_after, grace_s=settings.outage_grace_s)
         self.requests_sent = 0
+        self.answered = False  # whether the API ever answered (a setup failure after is not)
 
     # -- assets -----------------------------------------------------------------------
 
@@ -369,6 +372,7 @@ class ScenarioClient:
             ) as response:
                 body = await _json_or_text(response)
                 status = response.status
+                self.answered = True
                 # The parallel-jobs ceiling is about jobs, not the request rate: not a cut.
                 if status == 429 and not _is_jobs_ceiling(body):
                     self._throttle.on_rate_limited()
@@ -383,16 +387,28 @@ class ScenarioClient:
                 _raise_for(status, body, response)
         except ApiError:
             raise
-        except aiohttp.ClientConnectorError as exc:
-            # The connection never opened: nothing reached the server, a retry is safe.
-            raise TransientApiError(f"cannot reach the API: {_describe(exc)}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            if billable:
-                raise AmbiguousSubmitError(
-                    f"generate call lost after sending ({_describe(exc)}); the job may exist"
-                ) from exc
-            raise TransientApiError(f"API call {method} {path} failed: {_describe(exc)}") from exc
+            raise self._lost(exc, method, path, billable=billable) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lost(
+        self, exc: aiohttp.ClientError | TimeoutError, method: str, path: str, *, billable: bool
+    ) -> BatchError:
+        """The error a call that got no answer raises."""
+        if isinstance(exc, aiohttp.ClientError):
+            # A certificate or proxy failure: nothing reached the server. Before the API
+            # ever answered, it is the configuration (exit 2, nothing spent), not an outage.
+            problem = setup_failure(exc, self._root, self._settings.network)
+            if problem is not None:
+                return TransientApiError(problem) if self.answered else NetworkSetupError(problem)
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                # The connection never opened: nothing reached the server, a retry is safe.
+                return TransientApiError(f"cannot reach the API: {_describe(exc)}")
+        if billable:
+            return AmbiguousSubmitError(
+                f"generate call lost after sending ({_describe(exc)}); the job may exist"
+            )
+        return TransientApiError(f"API call {method} {path} failed: {_describe(exc)}")
 
 
 class _RetryAfterOrFullJitter:

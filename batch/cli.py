@@ -41,6 +41,7 @@ from batch.pipeline import (
 )
 from batch.progress import BarProgress, LineProgress, Progress
 from batch.settings import ApiSettings
+from batch.simulate_command import add_simulate_parser, serving
 from batch.starter import write_starter_manifest
 from batch.status import render_status
 
@@ -130,13 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("out", type=Path, nargs="+")
     _add_log_options(status)
 
-    simulate = commands.add_parser("simulate", help="serve the Scenario API simulator")
-    simulate.add_argument("--port", type=int, default=8750)
-    simulate.add_argument("--cdn-port", type=int, help="default: PORT + 1")
-    simulate.add_argument("--seed", type=int, default=0)
-    simulate.add_argument("--latency", type=float, default=2.0, help="mean job seconds")
-    simulate.add_argument("--failure-rate", type=float, default=0.0)
-    simulate.add_argument("--parallel-limit", type=int, help="account ceiling on running jobs")
+    add_simulate_parser(commands)
+    simulate = commands.choices["simulate"]
     _add_log_options(simulate)
     return parser
 
@@ -314,16 +310,8 @@ def _in_main_thread() -> bool:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from batch.simulator import SimulatorConfig, serve
-
-    config = SimulatorConfig(
-        seed=args.seed,
-        job_latency_s=args.latency,
-        job_failure_rate=args.failure_rate,
-        parallel_jobs_limit=args.parallel_limit,
-    )
     try:
-        run_with_signals(serve(config, port=args.port, cdn_port=args.cdn_port))
+        run_with_signals(serving(args))
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_OK

@@ -2,7 +2,8 @@
 
     BatchError
     ├── UsageError               bad command line or environment (exit 2, nothing spent)
-    │   └── CredentialsError     missing credentials, or the API answered 401 (exit 2)
+    │   ├── CredentialsError     missing credentials, or the API answered 401 (exit 2)
+    │   └── NetworkSetupError    a certificate or proxy failure before the API ever answered
     ├── ManifestError            the manifest or a file it names is wrong (exit 2)
     ├── LedgerError              the output directory's ledger cannot be used
     │   ├── LockedError          another run holds the output directory (exit 2)
@@ -34,6 +35,12 @@ class UsageError(BatchError):
 
 class CredentialsError(UsageError):
     """Credentials are missing, malformed, or were refused by the API."""
+
+
+class NetworkSetupError(UsageError):
+    """No connection to the API could be set up as configured (its certificate failed
+    verification, the proxy is unreachable or refused the tunnel) before it ever answered:
+    the configuration is wrong, nothing was spent."""
 
 
 @dataclass(frozen=True, slots=True)

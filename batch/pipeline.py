@@ -29,7 +29,6 @@ from batch.errors import (
     AmbiguousSubmitError,
     ApiError,
     BatchError,
-    CredentialsError,
     DownloadError,
     LedgerError,
     OutageError,
@@ -37,6 +36,7 @@ from batch.errors import (
     PermanentApiError,
     TransientApiError,
     UnusableOutputError,
+    UsageError,
 )
 from batch.estimate import CostBook, Estimate, estimate_items
 from batch.ledger import DirectoryLock, ItemRecord, LedgerState, LedgerWriter, load_state, utc_now
@@ -236,8 +236,8 @@ class Run:
             await self._fail(item, str(exc), exc.hint)
         except _BudgetReached:
             self.summary.unfinished += 1
-        except CredentialsError:
-            raise  # ends the whole run: nothing more is spent
+        except UsageError:
+            raise  # credentials or network set-up: ends the whole run, nothing more is spent
         except (TransientApiError, LedgerError) as exc:
             # Resumable: the ledger says where this item is; a rerun picks it up.
             if isinstance(exc, OutageError):
@@ -607,7 +607,7 @@ def _decisive(group: BaseExceptionGroup[BaseException]) -> BaseException:
             leaves.append(error)
 
     flatten(group)
-    for kind in (KeyboardInterrupt, CredentialsError, LedgerError, BatchError):
+    for kind in (KeyboardInterrupt, UsageError, LedgerError, BatchError):
         for leaf in leaves:
             if isinstance(leaf, kind):
                 return leaf
@@ -775,11 +775,17 @@ async def _cancel_in_flight(run: Run) -> None:
 
 @contextlib.asynccontextmanager
 async def _session(settings: ApiSettings, options: RunOptions) -> Any:
-    connector = aiohttp.TCPConnector(limit=max(32, options.concurrency * 2), limit_per_host=0)
+    network = settings.network
+    connector = aiohttp.TCPConnector(
+        limit=max(32, options.concurrency * 2), limit_per_host=0, ssl=network.ssl_context()
+    )
     timeout = aiohttp.ClientTimeout(
         total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
     )
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, raise_for_status=False
+        connector=connector,
+        timeout=timeout,
+        raise_for_status=False,
+        middlewares=network.middlewares(),
     ) as session:
         yield session

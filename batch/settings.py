@@ -10,6 +10,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from batch.errors import CredentialsError, UsageError
+from batch.network import NetworkSettings
 
 DEFAULT_BASE_URL: Final = "https://api.cloud.scenario.com/v1"
 
@@ -40,6 +41,8 @@ class ApiSettings:
     max_rps: float | None = None
     outage_trip_after: int = 20  # transient failures in a row before the API counts as down
     outage_grace_s: float = 600.0  # how long a down API is probed before the run stops
+    # Proxies and trusted CAs (from_env reads them as the official SDK does).
+    network: NetworkSettings = field(default_factory=NetworkSettings)
 
     def __post_init__(self) -> None:
         check_base_url(self.base_url)
@@ -57,6 +60,7 @@ class ApiSettings:
             api_key=env.get("SCENARIO_SDK_API_KEY", ""),
             api_secret=env.get("SCENARIO_SDK_API_SECRET", ""),
             project_id=project_id or env.get("SCENARIO_PROJECT_ID") or None,
+            network=NetworkSettings.from_env(env),
         )
 
     @property

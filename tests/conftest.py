@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from batch.simulator import Simulator, SimulatorConfig, running_simulator
+from batch.simulator import (
+    Simulator,
+    SimulatorConfig,
+    running_simulator,
+)
+from tests.tls_helpers import shared_tls_identity
 
 # Credentials the `simulator` fixture accepts (it accepts any non-empty pair; a test
 # that needs exact matching builds its own config with api_key/api_secret).
@@ -32,19 +37,42 @@ def isolated_cache(
     return cache
 
 
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_developer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy set in the developer's shell must not carry the tests' loopback traffic."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
 @pytest.fixture
-async def simulator_factory() -> AsyncIterator[SimulatorFactory]:
+def transport(request: pytest.FixtureRequest) -> str:
+    """ "http" unless a test parametrizes it (`over_http_and_https`): "https" serves the
+    simulator with shared_tls_identity()."""
+    return str(getattr(request, "param", "http"))
+
+
+# Runs a test once over plain http and once over https (a private CA the client trusts).
+over_http_and_https = pytest.mark.parametrize("transport", ["http", "https"], indirect=True)
+
+
+@pytest.fixture
+async def simulator_factory(transport: str) -> AsyncIterator[SimulatorFactory]:
     """`await simulator_factory(config=None, **knobs)` starts a simulator; all stop at teardown.
 
     Knobs given as keywords override `config` (default: the fast, fault-free FAST config).
     """
+    tls = shared_tls_identity() if transport == "https" else None
     async with AsyncExitStack() as stack:
 
         async def make(config: SimulatorConfig | None = None, **knobs: Any) -> Simulator:
             base = config if config is not None else FAST
             if knobs:
                 base = SimulatorConfig(**{**_as_dict(base), **knobs})
-            return await stack.enter_async_context(running_simulator(base))
+            return await stack.enter_async_context(running_simulator(base, tls=tls))
 
         yield make
 

@@ -13,6 +13,7 @@ import yaml
 
 from batch.ledger import load_state
 from batch.manifest import load_manifest
+from batch.network import NetworkSettings
 from batch.pipeline import RunOptions, RunSummary, run_manifest
 from batch.poller import PollPolicy
 from batch.settings import ApiSettings, RetryPolicy
@@ -43,6 +44,9 @@ def write_manifest(folder: Path, jobs: list[dict[str, Any]], **top: Any) -> Path
 
 
 def settings_for(sim: Simulator, **changes: Any) -> ApiSettings:
+    """Settings for `sim`; over https, trusting its CA (and nothing else)."""
+    if sim.tls is not None and "network" not in changes:
+        changes["network"] = NetworkSettings(ca_data=sim.tls.ca_pem.decode())
     return ApiSettings(
         base_url=sim.base_url,
         api_key=TEST_API_KEY,

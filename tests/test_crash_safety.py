@@ -14,7 +14,12 @@ import pytest
 
 from batch.ledger import load_state
 from batch.simulator import Simulator
-from tests.conftest import TEST_API_KEY, TEST_API_SECRET, SimulatorFactory
+from tests.conftest import (
+    TEST_API_KEY,
+    TEST_API_SECRET,
+    SimulatorFactory,
+    over_http_and_https,
+)
 from tests.pipeline_helpers import (
     assert_outputs_intact,
     jobs_created_per_prompt,
@@ -22,6 +27,7 @@ from tests.pipeline_helpers import (
     write_images,
     write_manifest,
 )
+from tests.tls_helpers import shared_ca_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +41,8 @@ def _env(sim: Simulator) -> dict[str, str]:
         PYTHONPATH=str(REPO),
     )
     env.pop("SCENARIO_PROJECT_ID", None)
+    if sim.tls is not None:
+        env["SSL_CERT_FILE"] = str(shared_ca_file())
     return env
 
 
@@ -104,10 +112,12 @@ async def test_kill_minus_nine_at_random_instants_never_pays_twice(
     assert assert_outputs_intact(out) == sum(1 + n % 2 for n in range(60))
 
 
+@over_http_and_https
 async def test_sigterm_exits_130_and_rerun_completes(
     simulator_factory: SimulatorFactory, tmp_path: Path
 ) -> None:
-    """SIGTERM mid-run: exit 130, no partial files; the rerun finishes with no duplicate job."""
+    """SIGTERM mid-run: exit 130, no partial files; the rerun finishes with no duplicate job
+    (over https too: the CLI trusts the CA given in SSL_CERT_FILE)."""
     sim = await simulator_factory(job_latency_s=1.0)
     manifest = _crash_manifest(tmp_path, 12)
     out = tmp_path / "out"

@@ -26,7 +26,7 @@ from batch.model_inputs import KONTEXT_DECLARATION
 from batch.outputs import Fetched
 from batch.settings import ApiSettings, RetryPolicy
 from batch.simulator import MODEL_ID
-from tests.conftest import TEST_API_KEY, TEST_API_SECRET, SimulatorFactory
+from tests.conftest import TEST_API_KEY, TEST_API_SECRET, SimulatorFactory, over_http_and_https
 from tests.pipeline_helpers import (
     FAST_RETRY,
     api_records,
@@ -61,9 +61,11 @@ def _final_states(out: Path) -> Counter[str]:
     return Counter(record.state for record in load_state(out).items.values())
 
 
+@over_http_and_https
 async def test_bad_night(simulator_factory: SimulatorFactory, tmp_path: Path) -> None:
     """150 items under every fault at once: all final, files intact, <= 1 + retries submits,
-    stalls canceled and recorded as "timeout", no credentials at the CDN."""
+    stalls canceled and recorded as "timeout", no credentials at the CDN (over https too:
+    resets and truncated bodies inside TLS)."""
     sim = await simulator_factory(
         seed=7,
         job_latency_s=0.2,

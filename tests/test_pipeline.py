@@ -14,7 +14,7 @@ from batch import pipeline
 from batch.ledger import load_state
 from batch.poller import Finished, Poller
 from batch.simulator import Simulator
-from tests.conftest import SimulatorFactory
+from tests.conftest import SimulatorFactory, over_http_and_https
 from tests.pipeline_helpers import (
     assert_outputs_intact,
     jobs_created_per_prompt,
@@ -24,10 +24,12 @@ from tests.pipeline_helpers import (
 )
 
 
+@over_http_and_https
 async def test_two_hundred_items_land_once_each(
     simulator_factory: SimulatorFactory, tmp_path: Path
 ) -> None:
-    """200 items with mixed numOutputs: every output on disk and intact, one job per item."""
+    """200 items with mixed numOutputs: every output on disk and intact, one job per item
+    (over https too, through a private CA)."""
     sim = await simulator_factory(job_latency_s=0.1)
     images = write_images(tmp_path / "images", 20)
     jobs = [

@@ -4,12 +4,15 @@ from .config import MODEL_ID, SimulatorConfig
 from .log import RequestRecord
 from .server import running_simulator, serve
 from .simulator import Simulator
+from .tls import TlsIdentity, make_identity
 
 __all__ = [
     "MODEL_ID",
     "RequestRecord",
     "Simulator",
     "SimulatorConfig",
+    "TlsIdentity",
+    "make_identity",
     "running_simulator",
     "serve",
 ]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .latency import round_trip
 from .responses import (
     BODY,
     JOB_ID,
@@ -58,7 +59,9 @@ def build_api_app(sim: Simulator) -> web.Application:
             sim.record(make_record(request, "api", status, log_body(body), request.get(JOB_ID)))
         return response
 
-    app = web.Application(middlewares=[middleware], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[*round_trip(sim.config.api_rtt_s), middleware], client_max_size=MAX_BODY
+    )
     assets = AssetRoutes(sim)
     jobs = JobRoutes(sim)
     app.router.add_post("/v1/assets", assets.upload)

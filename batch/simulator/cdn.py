@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .api import Handler
+from .latency import round_trip
 from .responses import Dropped, drop, error, make_record
 from .signing import Verdict
 
@@ -90,7 +91,9 @@ def build_cdn_app(sim: Simulator) -> web.Application:
         upload.parts[number] = data
         return web.Response(headers={"ETag": f'"{hashlib.md5(data).hexdigest()}"'})
 
-    app = web.Application(middlewares=[middleware], client_max_size=MAX_PART)
+    app = web.Application(
+        middlewares=[*round_trip(sim.config.cdn_rtt_s), middleware], client_max_size=MAX_PART
+    )
     app.router.add_get("/assets/{assetId}", get_asset)
     app.router.add_put("/uploads/{uploadId}/parts/{number:\\d+}", put_part)
     return app

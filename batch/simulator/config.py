@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 MODEL_ID = "model_flux-kontext-editing"
+DISTRIBUTIONS = ("uniform", "lognormal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,14 @@ class SimulatorConfig:
     forbidden_models: tuple[str, ...] = ()
     # CDN download: the full Content-Length of bytes that are not an image (an HTML page).
     corrupt_rate: float = 0.0
+    # The network between client and simulator: seconds of round trip added to every API
+    # (CDN) request, half before the request takes effect and half on the way back.
+    api_rtt_s: float = 0.0
+    cdn_rtt_s: float = 0.0
+    # How job durations spread around job_latency_s: "uniform" (mean x (1 +- jitter)) or
+    # "lognormal" (mean kept, log of the duration normal with job_latency_sigma).
+    job_latency_distribution: str = "uniform"
+    job_latency_sigma: float = 0.6
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -63,6 +72,14 @@ class SimulatorConfig:
             problems.append(f"job_latency_s: must be >= 0, got {self.job_latency_s!r}")
         if not 0.0 <= self.job_latency_jitter <= 1.0:
             problems.append(f"job_latency_jitter: must be 0.0-1.0, got {self.job_latency_jitter!r}")
+        for name in ("api_rtt_s", "cdn_rtt_s", "job_latency_sigma"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}: must be >= 0, got {getattr(self, name)!r}")
+        if self.job_latency_distribution not in DISTRIBUTIONS:
+            problems.append(
+                f"job_latency_distribution: must be one of {', '.join(DISTRIBUTIONS)}, "
+                f"got {self.job_latency_distribution!r}"
+            )
         if self.rate_limit_rps is not None and self.rate_limit_rps <= 0:
             problems.append(f"rate_limit_rps: must be > 0 or None, got {self.rate_limit_rps!r}")
         if self.parallel_jobs_limit is not None and self.parallel_jobs_limit < 1:

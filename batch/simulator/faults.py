@@ -9,6 +9,7 @@ never shifts the pattern of another.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -77,13 +78,25 @@ class Faults:
         return self._corrupt.random() < self._config.corrupt_rate
 
     def for_job(self) -> JobPlan:
-        """Duration uniform in mean*(1±jitter); failure and stall drawn independently."""
+        """Duration drawn from the configured distribution; failure and stall drawn
+        independently."""
         c = self._config
-        spread = c.job_latency_jitter * (2.0 * self._latency.random() - 1.0)
-        duration = max(0.0, c.job_latency_s * (1.0 + spread))
+        duration = self._duration()
         fails = self._failure.random() < c.job_failure_rate
         stalls = self._stall.random() < c.stall_rate
         return JobPlan(duration_s=duration, fails=fails and not stalls, stalls=stalls)
+
+    def _duration(self) -> float:
+        """Uniform: mean x (1 +- jitter). Lognormal: exp(N(mu, sigma)) with mu chosen so
+        that the mean stays job_latency_s (a long tail of slow jobs, as queues make)."""
+        c = self._config
+        if c.job_latency_distribution == "lognormal":
+            if c.job_latency_s <= 0:
+                return 0.0
+            mu = math.log(c.job_latency_s) - c.job_latency_sigma**2 / 2
+            return self._latency.lognormvariate(mu, c.job_latency_sigma)
+        spread = c.job_latency_jitter * (2.0 * self._latency.random() - 1.0)
+        return max(0.0, c.job_latency_s * (1.0 + spread))
 
     def short_page(self, page_size: int) -> int | None:
         """With list_short_page_rate, a page length below page_size (maybe 0); else None."""

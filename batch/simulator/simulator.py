@@ -19,6 +19,7 @@ from .lifecycle import JobState
 from .log import RequestRecord
 from .signing import Signer
 from .state import Asset, Job, Store
+from .tls import TlsIdentity
 
 
 class Simulator:
@@ -40,6 +41,7 @@ class Simulator:
         self.request_log: list[RequestRecord] = []
         self.base_url = ""
         self.cdn_url = ""
+        self.tls: TlsIdentity | None = None  # set when served over https
         rps = self.config.rate_limit_rps
         self.first_request_at: float | None = None  # monotonic; outage windows count from it
         self.bucket: TokenBucket | None = None
