@@ -10,6 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
 from scenario_sdk import AsyncScenario
 
 from tests.conftest import make_png
@@ -77,3 +78,69 @@ async def test_simulate_command_serves_the_official_sdk() -> None:
         process.send_signal(signal.SIGINT)
         await asyncio.wait_for(process.wait(), timeout=15)
     assert process.returncode == 0
+
+
+async def test_simulate_tls_serves_the_official_sdk_trusting_its_ca(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`simulate --tls --ca-file F --api-rtt 0.05 --distribution lognormal`: https API and CDN
+    that the official SDK (httpx, reading SSL_CERT_FILE) verifies and uses."""
+    port = _free_port_pair()
+    ca_file = tmp_path / "ca.pem"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "batch",
+        "simulate",
+        "--port",
+        str(port),
+        "--latency",
+        "0.2",
+        "--tls",
+        "--ca-file",
+        str(ca_file),
+        "--api-rtt",
+        "0.05",
+        "--cdn-rtt",
+        "0.05",
+        "--distribution",
+        "lognormal",
+        "--sigma",
+        "0.6",
+        "--short-page-rate",
+        "0.2",
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        ca_line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+        banner = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+        assert f"SSL_CERT_FILE={ca_file}" in ca_line and ca_file.exists()
+        assert f"https://127.0.0.1:{port}/v1" in banner
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        async with AsyncScenario(
+            base_url=f"https://127.0.0.1:{port}/v1",
+            api_key="k",
+            api_secret="s",
+            max_retries=0,
+            _strict_response_validation=True,
+        ) as sdk:
+            image = base64.b64encode(make_png()).decode()
+            asset = (await sdk.assets.upload(name="ref.png", image=image)).asset
+            assert asset.url and asset.url.startswith(f"https://127.0.0.1:{port + 1}/")
+            listed = await sdk.jobs.list()
+            assert listed.jobs == []
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), timeout=15)
+    assert process.returncode == 0
+
+
+def test_simulate_refuses_bad_knobs_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A negative round trip: exit 2 and a message naming the knob, no traceback."""
+    from batch import cli
+
+    assert cli.main(["simulate", "--api-rtt", "-1"]) == 2
+    assert "api_rtt_s" in capsys.readouterr().err
