@@ -18,6 +18,7 @@ import datetime as dt
 import multiprocessing
 import os
 import resource
+import ssl
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,12 +74,18 @@ def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+def _trusting(ca_pem: str | None) -> ssl.SSLContext | None:
+    """A client TLS context trusting the simulator's throwaway CA (None over http)."""
+    return ssl.create_default_context(cadata=ca_pem) if ca_pem else None
+
+
 async def run_pipeline(
-    base_url: str, manifest_path: Path, out: Path, concurrency: int
+    base_url: str, manifest_path: Path, out: Path, concurrency: int, ca_pem: str | None = None
 ) -> ClientResult:
     import batch.pipeline
     from batch.ledger import load_state
     from batch.manifest import load_manifest
+    from batch.network import NetworkSettings
     from batch.pipeline import RunOptions, run_manifest
     from batch.settings import ApiSettings
 
@@ -101,7 +108,12 @@ async def run_pipeline(
     manifest = load_manifest(manifest_path)
     result.load_s = time.perf_counter() - started
     result.jobs = len(manifest.items)
-    settings = ApiSettings(base_url=base_url, api_key=API_KEY, api_secret=API_SECRET)
+    settings = ApiSettings(
+        base_url=base_url,
+        api_key=API_KEY,
+        api_secret=API_SECRET,
+        network=NetworkSettings(ca_data=ca_pem),
+    )
     cpu0, sys0, wall0 = _cpu(), _sys(), time.perf_counter()
     result.started_at = time.time()
     summary = await run_manifest(
@@ -119,7 +131,9 @@ async def run_pipeline(
     return result
 
 
-async def run_sdk(base_url: str, manifest_path: Path, out: Path, concurrency: int) -> ClientResult:
+async def run_sdk(
+    base_url: str, manifest_path: Path, out: Path, concurrency: int, ca_pem: str | None = None
+) -> ClientResult:
     import httpx
     from scenario_sdk import AsyncScenario
 
@@ -138,12 +152,13 @@ async def run_sdk(base_url: str, manifest_path: Path, out: Path, concurrency: in
         counted += 1
 
     hooks: Any = {"request": [count]}
-    api_http = httpx.AsyncClient(event_hooks=hooks)
+    verify: ssl.SSLContext | bool = _trusting(ca_pem) or True
+    api_http = httpx.AsyncClient(event_hooks=hooks, verify=verify)
     async with (
         AsyncScenario(
             base_url=base_url, api_key=API_KEY, api_secret=API_SECRET, http_client=api_http
         ) as client,
-        httpx.AsyncClient() as cdn,
+        httpx.AsyncClient(verify=verify) as cdn,
     ):
         limit = asyncio.Semaphore(concurrency)
 
@@ -180,7 +195,7 @@ async def run_sdk(base_url: str, manifest_path: Path, out: Path, concurrency: in
 
 
 async def run_floor(
-    base_url: str, manifest_path: Path, out: Path, concurrency: int
+    base_url: str, manifest_path: Path, out: Path, concurrency: int, ca_pem: str | None = None
 ) -> ClientResult:
     import aiohttp
     import orjson
@@ -198,7 +213,7 @@ async def run_floor(
     waiting: dict[str, asyncio.Future[list[str]]] = {}  # job id -> its output URLs
     counted = 0
     auth = aiohttp.BasicAuth(API_KEY, API_SECRET)
-    connector = aiohttp.TCPConnector(limit=concurrency + 16)
+    connector = aiohttp.TCPConnector(limit=concurrency + 16, ssl=_trusting(ca_pem) or True)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=60)
     ) as http:
@@ -296,13 +311,18 @@ def _child(kind: str, args: tuple[Any, ...], conn: Any) -> None:
 
 
 def run_client(
-    kind: str, base_url: str, manifest_path: Path, out: Path, concurrency: int
+    kind: str,
+    base_url: str,
+    manifest_path: Path,
+    out: Path,
+    concurrency: int,
+    ca_pem: str | None = None,
 ) -> ClientResult:
     """Run one client to completion in a fresh process; its figures come back by pipe."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     process = context.Process(
-        target=_child, args=(kind, (base_url, manifest_path, out, concurrency), child)
+        target=_child, args=(kind, (base_url, manifest_path, out, concurrency, ca_pem), child)
     )
     process.start()
     raw = parent.recv()

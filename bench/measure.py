@@ -27,6 +27,13 @@ class Config:
     jobs: int
     latency_s: float
     concurrency: int
+    # Simulator knobs over the defaults of `sim_knobs` (a profile's network and job times).
+    knobs: tuple[tuple[str, Any], ...] = ()
+    tls: bool = False  # the simulator serves https with a throwaway CA the clients trust
+
+    @property
+    def api_rtt_s(self) -> float:
+        return float(dict(self.knobs).get("api_rtt_s", 0.0))
 
     @property
     def ideal_s(self) -> float:
@@ -44,8 +51,17 @@ def list_schedule_s(durations: Iterable[float], slot_starts: Sequence[float]) ->
     return max(slots, default=0.0)
 
 
+def lossless_floor_s(durations: Iterable[float], concurrency: int, rtt_s: float = 0.0) -> float:
+    """The wall of a client that loses nothing but the network: the jobs, in the order
+    sent, on `concurrency` slots, each job holding its slot for its duration plus one API
+    round trip (its submit reaches the API half a trip after the slot frees; the answer
+    showing it done arrives half a trip after it ends)."""
+    return list_schedule_s((d + rtt_s for d in durations), [0.0] * concurrency)
+
+
 def sim_knobs(config: Config) -> dict[str, Any]:
-    return {"job_latency_s": config.latency_s, "job_latency_jitter": JITTER, "seed": 1}
+    base = {"job_latency_s": config.latency_s, "job_latency_jitter": JITTER, "seed": 1}
+    return {**base, **dict(config.knobs)}
 
 
 @dataclass(slots=True)
@@ -92,6 +108,18 @@ class Outcome:
     def _list_scheduled_ratio(self, slot_starts: list[float]) -> float:
         durations = (duration for _, duration in sorted(self.sim.jobs.values()))
         return list_schedule_s(durations, slot_starts) / self.config.ideal_s
+
+    @property
+    def lossless_floor_s(self) -> float:
+        """`lossless_floor_s` of this run's own jobs (in creation order) and round trip."""
+        durations = [duration for _, duration in sorted(self.sim.jobs.values())]
+        return lossless_floor_s(durations, self._slots, self.config.api_rtt_s)
+
+    @property
+    def wall_lossless_ratio(self) -> float:
+        """Wall over the lossless floor (1.0: nothing lost but the network)."""
+        floor = self.lossless_floor_s
+        return self.client.wall_s / floor if floor > 0 else float("nan")
 
     def own_first_wave(self) -> list[float]:
         """Seconds from this client's start to each of its first C jobs' creation."""
@@ -149,9 +177,11 @@ def run_config(config: Config, kind: str, workdir: Path) -> Outcome:
     them here would make the next run's file creation dearer (bench/fsprobe.py)."""
     root = Path(tempfile.mkdtemp(prefix=f"bench-{config.name}-{kind}-", dir=workdir))
     manifest = write_bulk_manifest(root, config.jobs)
-    with SimProcess(**sim_knobs(config)) as sim:
+    with SimProcess(tls=config.tls, **sim_knobs(config)) as sim:
         cpu0 = sim.stats().cpu_s
-        result = run_client(kind, sim.base_url, manifest, root / "out", config.concurrency)
+        result = run_client(
+            kind, sim.base_url, manifest, root / "out", config.concurrency, sim.ca_pem
+        )
         stats = sim.stats()
     return Outcome(config, result, stats, stats.cpu_s - cpu0)
 

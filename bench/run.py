@@ -1,7 +1,10 @@
-"""`python -m bench.run [--quick] [--only c16,c64,c256,sim,scale,inflight] [--json PATH]`
+"""`python -m bench.run [--quick] [--only sim,profiles,scale,...] [--json PATH]`
 
-Runs every configuration against the simulator in its own process, prints the tables and
+Runs the configurations against the simulator in its own process, prints the tables and
 the targets as markdown (paste into bench/RESULTS.md), and optionally writes raw figures.
+By default: the simulator alone in each profile, the profiles' matrix (bench/profiles.py)
+and the scale checks. `c16,c64,c256,inflight` are issue 8's loopback runs (jobs within
++-5 % of their mean), kept to check that nothing they reached gets worse.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import fsprobe, scale, simalone
+from bench import fsprobe, profiles, scale, simalone
 from bench.measure import STEPS, Config, Outcome, pause, run_config, sim_knobs
 
-SECTIONS = ("sim", "c16", "c64", "c256", "scale", "inflight")
+SECTIONS = ("sim", "profiles", "c16", "c64", "c256", "scale", "inflight")
+DEFAULT_SECTIONS = ("sim", "profiles", "scale")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +40,30 @@ class Plan:
     inflight: Config
     sim_jobs: int
     sdk_jobs_c16: int  # the SDK pattern at C=16 on fewer jobs: on 2,000 it alone takes 6 min
+    matrix: profiles.MatrixPlan
 
 
 FULL = Plan(
-    2000, 2.0, (16, 64, 256), (1000, 100), 100_000, Config("inflight", 3000, 5.0, 1000), 2000, 1000
+    2000,
+    2.0,
+    (16, 64, 256),
+    (1000, 100),
+    100_000,
+    Config("inflight", 3000, 5.0, 1000),
+    2000,
+    1000,
+    profiles.FULL_MATRIX,
 )
 QUICK = Plan(
-    200, 1.0, (16, 64, 256), (100, 100), 10_000, Config("inflight", 600, 2.0, 200), 500, 200
+    200,
+    1.0,
+    (16, 64, 256),
+    (100, 100),
+    10_000,
+    Config("inflight", 600, 2.0, 200),
+    500,
+    200,
+    profiles.QUICK_MATRIX,
 )
 
 
@@ -170,10 +191,44 @@ def targets(
     return found
 
 
+def _simulator_alone(plan: Plan) -> dict[str, Any]:
+    """The simulator alone in each profile: what it serves, and the CPU share the busiest
+    run of the matrix (C=256) would cost it, so that it is never the bottleneck."""
+    raw: dict[str, Any] = {}
+    need = max(plan.matrix.concurrencies) / plan.matrix.latency_s  # jobs per second
+    for profile in profiles.PROFILES:
+        knobs = {**profile.knobs(), **profiles.SPREADS["uniform50"]}
+        capacity = simalone.measure(
+            n=plan.sim_jobs, latency_s=plan.matrix.latency_s, knobs=knobs, tls=profile.tls
+        )
+        raw[profile.name] = asdict(capacity)
+        print(f"## The simulator alone, {profile.name} (bare aiohttp client, 256 connections)\n")
+        print(capacity.table())
+        print(
+            f"\nJobs per second it carries (upload + submit + download + share of list and "
+            f"get-bulk): {capacity.jobs_per_s:,.0f}; its CPU per job {capacity.cpu_ms_per_job:.2f}"
+            f" ms, so C={max(plan.matrix.concurrencies)} at L={plan.matrix.latency_s} s "
+            f"({need:.0f} jobs/s) costs it {capacity.cpu_ms_per_job * need / 1000:.2f} of a "
+            f"core.\n",
+            flush=True,
+        )
+        pause()
+    return raw
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small N: a check, not a measure")
-    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated subset of {','.join(SECTIONS)} "
+        f"(default: {','.join(DEFAULT_SECTIONS)})",
+    )
+    parser.add_argument(
+        "--configs",
+        help="profiles: run only the configurations whose name holds one of these "
+        "comma-separated parts (e.g. internet-lognormal0.6-c64)",
+    )
     parser.add_argument(
         "--clients",
         default="pipeline,sdk,floor",
@@ -192,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    only = set(args.only.split(",")) if args.only else set(SECTIONS)
+    only = set(args.only.split(",")) if args.only else set(DEFAULT_SECTIONS)
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
@@ -206,18 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw: dict[str, Any] = {}
 
     if "sim" in only:
-        capacity = simalone.measure(n=plan.sim_jobs)
-        raw["sim"] = asdict(capacity)
-        print("## The simulator alone (bare aiohttp client, 256 connections)\n")
-        print("| request | per second |\n|---|---|")
-        for kind, rate in capacity.rates.items():
-            print(f"| {kind} | {rate:,.0f} |")
-        print(
-            f"\nJobs per second it can carry (upload + submit + download + share of list "
-            f"and get-bulk): {capacity.jobs_per_s:,.0f}; simulator CPU {capacity.cpu_s:.1f} s "
-            f"in {capacity.wall_s:.1f} s.\n",
-            flush=True,
-        )
+        raw["sim"] = _simulator_alone(plan)
 
     outcomes: dict[tuple[str, str], Outcome] = {}
     configs = [Config(f"c{c}", plan.jobs, plan.latency_s, c) for c in plan.concurrencies]
@@ -298,6 +342,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("|---|---|---|---|")
                 for ours, sdk in pairs:
                     print(compare_row(ours, sdk))
+        matrix: dict[tuple[str, str], Outcome] = {}
+        if "profiles" in only:
+            minutes = profiles.design_minutes(plan.matrix, clients)
+            print(
+                f"## Profiles (N = {plan.matrix.rounds} x C jobs, L = {plan.matrix.latency_s} s "
+                f"mean; designed to take {minutes:.0f} min)\n",
+                flush=True,
+            )
+            parts = set(args.configs.split(",")) if args.configs else None
+            matrix = profiles.run_matrix(plan.matrix, clients, Path(tmp), parts)
+            print("\n" + profiles.table(matrix) + "\n", flush=True)
         timed: dict[str, scale.Timed] = {}
         if "scale" in only:
             images, prompts = plan.manifest
@@ -321,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"| {t.peak_rss_mb:.0f} | {t.base_rss_mb:.0f} |"
                 )
     found = targets(outcomes, timed)
+    found += [Target(*t) for t in profiles.targets(matrix)]
     if found:
         print("\n## Targets\n\n| target | result | figure |\n|---|---|---|")
         for target in found:
@@ -336,12 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "sim_requests": o.sim.requests,
                 "sim_cpu_s": o.sim_cpu_s,
             }
-            for (n, k), o in outcomes.items()
+            for (n, k), o in {**outcomes, **matrix}.items()
         }
         raw["scale"] = {k: asdict(v) for k, v in timed.items()}
         raw["file_create_cpu_us"] = create_us
         args.json.write_text(json.dumps(raw, indent=2))
-    failed_runs = [o for o in outcomes.values() if not o.ok]
+    failed_runs = [o for o in [*outcomes.values(), *matrix.values()] if not o.ok]
     return 1 if failed_runs else 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,11 +43,13 @@ Post = Callable[[str, Any], Awaitable[Any]]
 
 @contextlib.asynccontextmanager
 async def _bare_client(
-    base: str, concurrency: int
+    base: str, concurrency: int, ca_pem: str | None = None
 ) -> AsyncIterator[tuple[aiohttp.ClientSession, Post]]:
-    """An aiohttp session with the bench's credentials, and a JSON POST to the API."""
+    """An aiohttp session with the bench's credentials, and a JSON POST to the API
+    (over https, trusting the simulator's CA `ca_pem`)."""
     auth = aiohttp.BasicAuth(API_KEY, API_SECRET)
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else True
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=context)
     async with aiohttp.ClientSession(auth=auth, connector=connector) as http:
 
         async def post(path: str, body: Any) -> Any:
@@ -79,7 +82,12 @@ async def _blast(
 
 
 async def _measure(
-    base: str, n: int, concurrency: int, latency_s: float, cpu: Callable[[], float]
+    base: str,
+    n: int,
+    concurrency: int,
+    latency_s: float,
+    cpu: Callable[[], float],
+    ca_pem: str | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Rates by kind, and the simulator's CPU milliseconds per request by kind."""
     cpu_ms: dict[str, float] = {}
@@ -91,7 +99,7 @@ async def _measure(
         cpu_ms[kind] = 1000 * (now - mark) / max(1, count)
         mark = now
 
-    async with _bare_client(base, concurrency) as (http, post):
+    async with _bare_client(base, concurrency, ca_pem) as (http, post):
 
         async def upload(i: int) -> str:
             body = {"image": _data_url(i), "name": f"{i}.png"}
@@ -147,12 +155,23 @@ async def _measure(
     return rates, cpu_ms
 
 
-def measure(n: int = 2000, concurrency: int = 256, latency_s: float = 1.0) -> SimCapacity:
-    with SimProcess(job_latency_s=latency_s, record_requests=False) as sim:
+def measure(
+    n: int = 2000,
+    concurrency: int = 256,
+    latency_s: float = 1.0,
+    *,
+    knobs: dict[str, Any] | None = None,
+    tls: bool = False,
+) -> SimCapacity:
+    """Rates and simulator CPU by kind of request; `knobs` and `tls` as in a profile (with
+    a round trip, the rates at a given concurrency are bounded by it: the simulator's CPU
+    per job is then the figure that says whether it could be the bottleneck)."""
+    settings = {**(knobs or {}), "job_latency_s": latency_s, "record_requests": False}
+    with SimProcess(tls=tls, **settings) as sim:
         cpu0 = sim.stats().cpu_s
         started = time.perf_counter()
         rates, cpu_ms = asyncio.run(
-            _measure(sim.base_url, n, concurrency, latency_s, lambda: sim.stats().cpu_s)
+            _measure(sim.base_url, n, concurrency, latency_s, lambda: sim.stats().cpu_s, sim.ca_pem)
         )
         wall = time.perf_counter() - started
         cpu = sim.stats().cpu_s - cpu0

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any
 
-from batch.simulator import SimulatorConfig, running_simulator
+from batch.simulator import SimulatorConfig, make_identity, running_simulator
 
 
 @dataclass(slots=True)
@@ -53,14 +53,18 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _child(knobs: dict[str, Any], conn: multiprocessing.connection.Connection) -> None:
-    asyncio.run(_serve(SimulatorConfig(**knobs), conn))
+def _child(knobs: dict[str, Any], tls: bool, conn: multiprocessing.connection.Connection) -> None:
+    asyncio.run(_serve(SimulatorConfig(**knobs), tls, conn))
 
 
-async def _serve(config: SimulatorConfig, conn: multiprocessing.connection.Connection) -> None:
+async def _serve(
+    config: SimulatorConfig, tls: bool, conn: multiprocessing.connection.Connection
+) -> None:
     loop = asyncio.get_running_loop()
-    async with running_simulator(config) as sim:
-        conn.send((sim.base_url, sim.cdn_url))
+    identity = make_identity() if tls else None
+    async with running_simulator(config, tls=identity) as sim:
+        ca_pem = identity.ca_pem.decode() if identity is not None else None
+        conn.send((sim.base_url, sim.cdn_url, ca_pem))
         while True:
             command = await loop.run_in_executor(None, conn.recv)
             if command != "stats":
@@ -71,21 +75,23 @@ async def _serve(config: SimulatorConfig, conn: multiprocessing.connection.Conne
 
 
 class SimProcess:
-    """`with SimProcess(job_latency_s=2.0) as sim:` sim.base_url, sim.stats()."""
+    """`with SimProcess(job_latency_s=2.0) as sim:` sim.base_url, sim.stats().
+    `tls=True`: https with a throwaway CA, whose PEM is then `sim.ca_pem`."""
 
-    def __init__(self, **knobs: Any) -> None:
+    def __init__(self, *, tls: bool = False, **knobs: Any) -> None:
         self.knobs = knobs
         self.base_url = ""
         self.cdn_url = ""
+        self.ca_pem: str | None = None
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
-        self._process = context.Process(target=_child, args=(knobs, child_conn), daemon=True)
+        self._process = context.Process(target=_child, args=(knobs, tls, child_conn), daemon=True)
 
     def __enter__(self) -> SimProcess:
         self._process.start()
         if not self._conn.poll(60):
             raise RuntimeError("the simulator process did not start in 60 s")
-        self.base_url, self.cdn_url = self._conn.recv()
+        self.base_url, self.cdn_url, self.ca_pem = self._conn.recv()
         return self
 
     def stats(self) -> SimStats:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bench import profiles
 from bench.clients import ClientResult
 from bench.fsprobe import durable_output_cpu_us, file_create_cpu_us
-from bench.measure import Config, Outcome, run_config
+from bench.measure import Config, Outcome, lossless_floor_s, run_config
 from bench.scale import ledger_load, manifest_validate
 from bench.simalone import first_wave
 from bench.simproc import SimStats
@@ -95,3 +96,53 @@ def test_durable_output_probe(tmp_path: Path) -> None:
     assert cost > 0
     (probe,) = tmp_path.glob("fsprobe-durable-*")
     assert sorted(p.name for p in probe.iterdir()) == [f"f{i:04d}.png" for i in range(10)]
+
+
+def test_lossless_floor_by_hand() -> None:
+    """The lossless floor: list scheduling of the jobs in the order sent on C slots, each
+    job holding its slot for its duration plus one API round trip."""
+    # C=2, RTT 0.5: slots [0, 0] -> 1.5 | 2.5 -> the third job starts at 1.5, ends at 5.0.
+    assert lossless_floor_s([1.0, 2.0, 3.0], 2, 0.5) == pytest.approx(5.0)
+    # One slot: everything in a row, a round trip each.
+    assert lossless_floor_s([1.0, 2.0, 3.0], 1, 0.5) == pytest.approx(7.5)
+    # No round trip: plain list scheduling; more slots than jobs: the longest job (+ RTT).
+    assert lossless_floor_s([1.0, 1.0, 2.0, 3.0], 3) == pytest.approx(4.0)
+    assert lossless_floor_s([1.0, 4.0], 8, 0.12) == pytest.approx(4.12)
+    # Order matters: the long job sent last waits for a slot.
+    assert lossless_floor_s([1.0, 1.0, 4.0], 2, 0.0) == pytest.approx(5.0)
+    assert lossless_floor_s([4.0, 1.0, 1.0], 2, 0.0) == pytest.approx(4.0)
+
+
+def test_outcome_floor_uses_the_runs_own_jobs_and_round_trip() -> None:
+    """Outcome.lossless_floor_s takes the jobs in creation order and the config's api_rtt_s."""
+    jobs = {"b": (2.0, 1.0), "a": (1.0, 4.0), "c": (3.0, 1.0)}  # sent: a (4 s), b, c
+    config = Config("internet", 3, 2.0, 2, knobs=(("api_rtt_s", 0.5),))
+    outcome = Outcome(config, ClientResult("pipeline", wall_s=6.75), SimStats(jobs=jobs), 0.0)
+    # Slots: a 4.5 | b 1.5 -> c starts at 1.5, ends at 3.0; the floor is 4.5.
+    assert outcome.lossless_floor_s == pytest.approx(4.5)
+    assert outcome.wall_lossless_ratio == pytest.approx(1.5)
+
+
+def test_profile_matrix_is_what_the_issue_asks_and_fits_its_time() -> None:
+    """loopback and internet (https, 120/80 ms, 20% short pages), uniform +-50% and lognormal
+    0.6, C in 16/64/256; the full matrix is designed to take under 17 minutes."""
+    names = [c.name for c in profiles.configs(profiles.FULL_MATRIX)]
+    assert len(names) == 12 and len(set(names)) == 12
+    internet = next(c for c in profiles.configs(profiles.FULL_MATRIX) if "internet" in c.name)
+    knobs = dict(internet.knobs)
+    assert internet.tls and knobs["api_rtt_s"] == 0.12 and knobs["cdn_rtt_s"] == 0.08
+    assert knobs["list_short_page_rate"] == 0.2
+    assert profiles.design_minutes(profiles.FULL_MATRIX, ["pipeline", "sdk", "floor"]) < 17
+
+
+@pytest.mark.parametrize("kind", ["pipeline", "sdk", "floor"])
+def test_every_client_runs_the_internet_profile_over_https(kind: str, tmp_path: Path) -> None:
+    """A few jobs of the internet profile (https with a private CA, round trips, short pages,
+    lognormal times): every client trusts the CA and finishes; the floor is above N.L/C."""
+    config = next(
+        c for c in profiles.configs(profiles.MatrixPlan(1, 0.3, (4,))) if "internet-log" in c.name
+    )
+    outcome = run_config(config, kind, tmp_path)
+    assert outcome.ok, outcome.client.error
+    assert outcome.lossless_floor_s > 0.12
+    assert outcome.client.wall_s >= outcome.lossless_floor_s * 0.99

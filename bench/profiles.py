@@ -1,0 +1,211 @@
+"""Where the API really lives (issue 17): the benchmark's profiles and its matrix.
+
+- `loopback`: plain http on this machine, no round trip.
+- `internet`: https with a private CA (the clients trust it as SSL_CERT_FILE would make
+  them), the API 120 ms away, the CDN 80 ms.
+
+Both: 20 % of job-list pages cut short (even empty, still carrying a next token), and each
+runs with job times uniform +-50 % and lognormal sigma 0.6, at C = 16, 64 and 256. A
+configuration is `rounds` rounds of C jobs of mean L (N = rounds x C), so every run lasts
+about rounds x L whatever C: the whole matrix fits a known time (`design_minutes`).
+
+The yardstick is the **lossless floor** (`bench.measure.lossless_floor_s`): the run's own
+job durations, in the order sent, list-scheduled on C slots, each job paying one API
+round trip.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.measure import Config, Outcome, pause, run_config
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    tls: bool
+    api_rtt_s: float
+    cdn_rtt_s: float
+    short_page_rate: float = 0.2
+
+    def knobs(self) -> dict[str, Any]:
+        return {
+            "api_rtt_s": self.api_rtt_s,
+            "cdn_rtt_s": self.cdn_rtt_s,
+            "list_short_page_rate": self.short_page_rate,
+        }
+
+
+PROFILES = (
+    Profile("loopback", tls=False, api_rtt_s=0.0, cdn_rtt_s=0.0),
+    Profile("internet", tls=True, api_rtt_s=0.12, cdn_rtt_s=0.08),
+)
+SPREADS: dict[str, dict[str, Any]] = {
+    "uniform50": {"job_latency_distribution": "uniform", "job_latency_jitter": 0.5},
+    "lognormal0.6": {"job_latency_distribution": "lognormal", "job_latency_sigma": 0.6},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MatrixPlan:
+    rounds: int  # N = rounds x C
+    latency_s: float  # L, the mean job time
+    concurrencies: tuple[int, ...]
+
+
+# 2 profiles x 2 spreads x 3 C x (pipeline, SDK) + the floor client at C=256: 28 runs of
+# about 5 x 3 s (more with the lognormal tail) plus set-up: about 16 minutes
+# (design_minutes), so `make bench` with the simulator alone and the scale checks stays
+# under 20.
+FULL_MATRIX = MatrixPlan(rounds=5, latency_s=3.0, concurrencies=(16, 64, 256))
+QUICK_MATRIX = MatrixPlan(rounds=3, latency_s=1.0, concurrencies=(16, 64, 256))
+# Per run, beyond its jobs: processes, the workload's images and the simulator's start.
+SETUP_S = 8.0
+# A run's wall over rounds x L, about (measured): the lognormal tail's last jobs set it.
+STRETCH = {"uniform50": 1.3, "lognormal0.6": 2.1}
+
+
+def configs(plan: MatrixPlan, profiles: tuple[Profile, ...] = PROFILES) -> list[Config]:
+    """Every configuration of the matrix, named `profile-spread-cC`."""
+    found = []
+    for profile in profiles:
+        for spread, knobs in SPREADS.items():
+            for concurrency in plan.concurrencies:
+                found.append(
+                    Config(
+                        f"{profile.name}-{spread}-c{concurrency}",
+                        plan.rounds * concurrency,
+                        plan.latency_s,
+                        concurrency,
+                        knobs=tuple({**profile.knobs(), **knobs}.items()),
+                        tls=profile.tls,
+                    )
+                )
+    return found
+
+
+def design_minutes(plan: MatrixPlan, clients: list[str]) -> float:
+    """What the matrix should take: each run about rounds x L stretched by its spread's
+    tail (STRETCH), plus its set-up; the floor client runs at C=256 only."""
+    seconds = sum(
+        STRETCH[config.name.split("-")[1]] * plan.rounds * plan.latency_s + SETUP_S
+        for config in configs(plan)
+        for kind in clients
+        if kind != "floor" or config.concurrency == 256
+    )
+    return seconds / 60
+
+
+def run_matrix(
+    plan: MatrixPlan, clients: list[str], workdir: Path, only: set[str] | None = None
+) -> dict[tuple[str, str], Outcome]:
+    """Run every configuration (whose name contains one of `only`, if given) with each
+    client (the floor client at C=256 only, where it is the CPU yardstick)."""
+    outcomes: dict[tuple[str, str], Outcome] = {}
+    for config in configs(plan):
+        if only and not any(part in config.name for part in only):
+            continue
+        for kind in clients:
+            if kind == "floor" and config.concurrency != 256:
+                continue
+            outcome = run_config(config, kind, workdir)
+            outcomes[(config.name, kind)] = outcome
+            print(
+                f"<!-- {config.name} {kind}: {outcome.client.wall_s:.1f} s, "
+                f"floor {outcome.lossless_floor_s:.1f} s -->",
+                flush=True,
+            )
+            pause()
+    return outcomes
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+HEADER = (
+    "| config | client | N | wall s | lossless floor s | wall/floor | API req/job "
+    "| uploads | submits | polls | URL lookups | added latency ms (% of job) "
+    "| client CPU ms/job | peak RSS MB | sim CPU busy | status |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def row(o: Outcome) -> str:
+    added_s, added_frac = o.added_latency()
+    c = o.client
+    status = "ok" if o.ok else f"FAILED {c.succeeded}/{o.config.jobs} {c.error or ''}"
+    return (
+        f"| {o.config.name} | {c.kind} | {o.config.jobs} | {_fmt(c.wall_s, 1)} "
+        f"| {_fmt(o.lossless_floor_s, 1)} | {_fmt(o.wall_lossless_ratio, 3)} "
+        f"| {_fmt(o.requests_per_job)} | {_fmt(o.per_job('upload'))} "
+        f"| {_fmt(o.per_job('submit'))} | {_fmt(o.per_job('poll'))} "
+        f"| {_fmt(o.per_job('urls'))} | {_fmt(1000 * added_s, 0)} ({_fmt(100 * added_frac, 1)}%) "
+        f"| {_fmt(o.cpu_ms_per_job)} | {_fmt(c.peak_rss_mb, 0)} | {_fmt(o.sim_busy)} | {status} |"
+    )
+
+
+def table(outcomes: dict[tuple[str, str], Outcome]) -> str:
+    """The matrix as Markdown: one row per run, then the SDK pattern against ours."""
+    lines = [HEADER, *(row(o) for o in outcomes.values())]
+    pairs = [
+        (o, outcomes[(name, "sdk")])
+        for (name, kind), o in outcomes.items()
+        if kind == "pipeline" and (name, "sdk") in outcomes
+    ]
+    if pairs:
+        lines += [
+            "",
+            "| config | wall/floor ours | wall/floor SDK | req/job ours | req/job SDK "
+            "| CPU ms/job ours | CPU ms/job SDK |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for ours, sdk in pairs:
+            lines.append(
+                f"| {ours.config.name} | {_fmt(ours.wall_lossless_ratio, 3)} "
+                f"| {_fmt(sdk.wall_lossless_ratio, 3)} | {_fmt(ours.requests_per_job)} "
+                f"| {_fmt(sdk.requests_per_job)} | {_fmt(ours.cpu_ms_per_job)} "
+                f"| {_fmt(sdk.cpu_ms_per_job)} |"
+            )
+    return "\n".join(lines)
+
+
+def limits(concurrency: int) -> tuple[float, float]:
+    """Issue 17's default-settings targets: (wall / lossless floor, API requests per job)."""
+    return (1.10, 2.6) if concurrency <= 16 else (1.06, 2.3)
+
+
+def targets(outcomes: dict[tuple[str, str], Outcome]) -> list[tuple[str, bool, str]]:
+    """(target, passed, figure) for every pipeline run of the matrix."""
+    found = []
+    for (name, kind), o in outcomes.items():
+        if kind != "pipeline":
+            continue
+        wall_limit, requests_limit = limits(o.config.concurrency)
+        found.append(
+            (
+                f"{name}: wall <= {wall_limit}x the lossless floor, "
+                f"<= {requests_limit} API requests/job",
+                o.ok
+                and o.wall_lossless_ratio <= wall_limit
+                and o.requests_per_job <= requests_limit,
+                f"{o.wall_lossless_ratio:.3f}x, {o.requests_per_job:.2f} req/job",
+            )
+        )
+        sdk = outcomes.get((name, "sdk"))
+        if sdk is not None:
+            found.append(
+                (
+                    f"{name}: ahead of the SDK pattern (wall and requests)",
+                    o.ok
+                    and o.wall_lossless_ratio < sdk.wall_lossless_ratio
+                    and o.requests_per_job < sdk.requests_per_job,
+                    f"wall/floor {o.wall_lossless_ratio:.3f} vs {sdk.wall_lossless_ratio:.3f}, "
+                    f"req/job {o.requests_per_job:.2f} vs {sdk.requests_per_job:.2f}",
+                )
+            )
+    return found
