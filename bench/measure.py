@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 import statistics
 import tempfile
 import time
@@ -51,6 +52,11 @@ def list_schedule_s(durations: Iterable[float], slot_starts: Sequence[float]) ->
     return max(slots, default=0.0)
 
 
+def fmt(value: float, digits: int = 2) -> str:
+    """A figure for a Markdown table ("n/a" when it could not be measured)."""
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
 def lossless_floor_s(durations: Iterable[float], concurrency: int, rtt_s: float = 0.0) -> float:
     """The wall of a client that loses nothing but the network: the jobs, in the order
     sent, on `concurrency` slots, each job holding its slot for its duration plus one API
@@ -80,6 +86,12 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.client.error is None and self.client.succeeded == self.config.jobs
+
+    @property
+    def status(self) -> str:
+        """ "ok", or how many jobs succeeded and why the client stopped."""
+        c = self.client
+        return "ok" if self.ok else f"FAILED {c.succeeded}/{self.config.jobs} {c.error or ''}"
 
     @property
     def wall_ratio(self) -> float:

@@ -16,12 +16,11 @@ round trip.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.measure import Config, Outcome, pause, run_config
+from bench.measure import Config, Outcome, fmt, pause, run_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +122,6 @@ def run_matrix(
     return outcomes
 
 
-def _fmt(value: float, digits: int = 2) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
-
-
 HEADER = (
     "| config | client | N | wall s | lossless floor s | wall/floor | API req/job "
     "| uploads | submits | polls | URL lookups | added latency ms (% of job) "
@@ -138,14 +133,13 @@ HEADER = (
 def row(o: Outcome) -> str:
     added_s, added_frac = o.added_latency()
     c = o.client
-    status = "ok" if o.ok else f"FAILED {c.succeeded}/{o.config.jobs} {c.error or ''}"
     return (
-        f"| {o.config.name} | {c.kind} | {o.config.jobs} | {_fmt(c.wall_s, 1)} "
-        f"| {_fmt(o.lossless_floor_s, 1)} | {_fmt(o.wall_lossless_ratio, 3)} "
-        f"| {_fmt(o.requests_per_job)} | {_fmt(o.per_job('upload'))} "
-        f"| {_fmt(o.per_job('submit'))} | {_fmt(o.per_job('poll'))} "
-        f"| {_fmt(o.per_job('urls'))} | {_fmt(1000 * added_s, 0)} ({_fmt(100 * added_frac, 1)}%) "
-        f"| {_fmt(o.cpu_ms_per_job)} | {_fmt(c.peak_rss_mb, 0)} | {_fmt(o.sim_busy)} | {status} |"
+        f"| {o.config.name} | {c.kind} | {o.config.jobs} | {fmt(c.wall_s, 1)} "
+        f"| {fmt(o.lossless_floor_s, 1)} | {fmt(o.wall_lossless_ratio, 3)} "
+        f"| {fmt(o.requests_per_job)} | {fmt(o.per_job('upload'))} "
+        f"| {fmt(o.per_job('submit'))} | {fmt(o.per_job('poll'))} "
+        f"| {fmt(o.per_job('urls'))} | {fmt(1000 * added_s, 0)} ({fmt(100 * added_frac, 1)}%) "
+        f"| {fmt(o.cpu_ms_per_job)} | {fmt(c.peak_rss_mb, 0)} | {fmt(o.sim_busy)} | {o.status} |"
     )
 
 
@@ -166,10 +160,10 @@ def table(outcomes: dict[tuple[str, str], Outcome]) -> str:
         ]
         for ours, sdk in pairs:
             lines.append(
-                f"| {ours.config.name} | {_fmt(ours.wall_lossless_ratio, 3)} "
-                f"| {_fmt(sdk.wall_lossless_ratio, 3)} | {_fmt(ours.requests_per_job)} "
-                f"| {_fmt(sdk.requests_per_job)} | {_fmt(ours.cpu_ms_per_job)} "
-                f"| {_fmt(sdk.cpu_ms_per_job)} |"
+                f"| {ours.config.name} | {fmt(ours.wall_lossless_ratio, 3)} "
+                f"| {fmt(sdk.wall_lossless_ratio, 3)} | {fmt(ours.requests_per_job)} "
+                f"| {fmt(sdk.requests_per_job)} | {fmt(ours.cpu_ms_per_job)} "
+                f"| {fmt(sdk.cpu_ms_per_job)} |"
             )
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import fsprobe, profiles, scale, simalone
-from bench.measure import STEPS, Config, Outcome, pause, run_config, sim_knobs
+from bench.measure import STEPS, Config, Outcome, fmt, pause, run_config, sim_knobs
 
 SECTIONS = ("sim", "profiles", "c16", "c64", "c256", "scale", "inflight")
 DEFAULT_SECTIONS = ("sim", "profiles", "scale")
@@ -74,21 +74,16 @@ class Target:
     detail: str
 
 
-def _fmt(value: float, digits: int = 2) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
-
-
 def outcome_row(o: Outcome) -> str:
     added_s, added_frac = o.added_latency()
     c = o.client
-    status = "ok" if o.ok else f"FAILED {c.succeeded}/{o.config.jobs} {c.error or ''}"
     return (
-        f"| {o.config.name} | {c.kind} | {_fmt(c.wall_s, 1)} | {_fmt(o.config.ideal_s, 1)} "
-        f"| {_fmt(o.wall_ratio, 3)} | {_fmt(o.requests_per_job)} | {_fmt(o.per_job('upload'))} "
-        f"| {_fmt(o.per_job('submit'))} | {_fmt(o.per_job('poll'))} | {_fmt(o.per_job('urls'))} "
-        f"| {_fmt(o.cpu_ms_per_job)} ({_fmt(1000 * c.sys_s / o.config.jobs)}) "
-        f"| {_fmt(c.peak_rss_mb, 0)} | {_fmt(1000 * added_s, 0)} "
-        f"({_fmt(100 * added_frac, 1)}%) | {_fmt(o.sim_busy)} | {_fmt(c.report_s, 1)} | {status} |"
+        f"| {o.config.name} | {c.kind} | {fmt(c.wall_s, 1)} | {fmt(o.config.ideal_s, 1)} "
+        f"| {fmt(o.wall_ratio, 3)} | {fmt(o.requests_per_job)} | {fmt(o.per_job('upload'))} "
+        f"| {fmt(o.per_job('submit'))} | {fmt(o.per_job('poll'))} | {fmt(o.per_job('urls'))} "
+        f"| {fmt(o.cpu_ms_per_job)} ({fmt(1000 * c.sys_s / o.config.jobs)}) "
+        f"| {fmt(c.peak_rss_mb, 0)} | {fmt(1000 * added_s, 0)} "
+        f"({fmt(100 * added_frac, 1)}%) | {fmt(o.sim_busy)} | {fmt(c.report_s, 1)} | {o.status} |"
     )
 
 
@@ -103,9 +98,9 @@ OUTCOME_HEADER = (
 def compare_row(ours: Outcome, sdk: Outcome) -> str:
     # wall/ideal and CPU per job, so that a run on fewer jobs compares fairly
     return (
-        f"| {ours.config.name} | {_fmt(sdk.wall_ratio / ours.wall_ratio)}x "
-        f"| {_fmt(sdk.requests_per_job / ours.requests_per_job)}x "
-        f"| {_fmt(sdk.cpu_ms_per_job / max(ours.cpu_ms_per_job, 1e-9))}x |"
+        f"| {ours.config.name} | {fmt(sdk.wall_ratio / ours.wall_ratio)}x "
+        f"| {fmt(sdk.requests_per_job / ours.requests_per_job)}x "
+        f"| {fmt(sdk.cpu_ms_per_job / max(ours.cpu_ms_per_job, 1e-9))}x |"
     )
 
 
@@ -311,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "| -> file settled | -> `succeeded` recorded |\n|---|---|---|---|---|---|"
                 )
                 for o, means in staged:
-                    cells = " | ".join(_fmt(means.get(k, math.nan), 0) for k in STEPS)
+                    cells = " | ".join(fmt(means.get(k, math.nan), 0) for k in STEPS)
                     print(f"| {o.config.name} | {cells} |")
             durable_us = fsprobe.durable_output_cpu_us(Path(tmp))
             raw["durable_output_cpu_us"] = durable_us
