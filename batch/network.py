@@ -172,13 +172,15 @@ class NetworkSettings:
         return (through_proxy,)
 
 
-def setup_failure(exc: aiohttp.ClientError, url: str, network: NetworkSettings) -> str | None:
+def setup_failure(
+    exc: aiohttp.ClientError, url: str, network: NetworkSettings | None = None
+) -> str | None:
     """One line saying why a connection to `url` could not be set up as configured (a
     certificate that fails verification, a proxy that cannot be reached or refuses the
     tunnel), or None when `exc` is not such a failure."""
     target = yarl.URL(url)
     where = f"{target.host}:{target.port}"
-    proxy = network.proxy_for(target)
+    proxy = network.proxy_for(target) if network is not None else None
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
         return f"the TLS certificate of {where} failed verification ({reason}): {CA_HINT}"

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from batch.durable import fsync_directory
 from batch.errors import DownloadError
+from batch.network import setup_failure
 from batch.urls import RedirectRefused, get_following_redirects
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,13 @@ async def _fetch_once(
         return Fetched(final, digest.hexdigest(), spool.size)
     except RedirectRefused as refused:
         raise DownloadError(f"output of {stem}: {refused}") from None
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except aiohttp.ClientError as exc:
+        # A certificate that fails verification fails every time: say so at once.
+        problem = setup_failure(exc, url) if isinstance(exc, aiohttp.ClientSSLError) else None
+        if problem is not None:
+            raise DownloadError(f"output of {stem}: {problem}") from None
+        raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+    except TimeoutError as exc:
         raise _Retry(f"{type(exc).__name__}: {exc}") from exc
     finally:
         await spool.discard()

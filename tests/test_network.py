@@ -11,16 +11,18 @@ import base64
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yarl
 
 from batch import cli
-from batch.errors import UsageError
+from batch.errors import DownloadError, UsageError
 from batch.network import NetworkSettings
+from batch.outputs import fetch_output
 from batch.simulator import Simulator, make_identity, running_simulator
 from tests.conftest import FAST, TEST_API_KEY, TEST_API_SECRET, SimulatorFactory
 from tests.pipeline_helpers import assert_outputs_intact, write_images, write_manifest
@@ -330,3 +332,55 @@ async def test_an_unreachable_proxy_stops_at_once_with_exit_2(
     err = capsys.readouterr().err
     assert f"127.0.0.1:{unused_tcp_port}" in err and "HTTPS_PROXY" in err
     assert not sim.request_log
+
+
+async def test_http_proxy_carries_plain_http(
+    simulator_factory: SimulatorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    forward_proxy: ForwardProxy,
+) -> None:
+    """HTTP_PROXY (the simulator over plain http): API calls go through the proxy (it logs
+    one line per connection: the generate calls among them)."""
+    sim = await simulator_factory()
+    _env(monkeypatch, sim, HTTP_PROXY=forward_proxy.url)
+    assert await _cli_run(_manifest(tmp_path), tmp_path / "out") == 0
+    generate = f"POST {_hostport(sim.base_url)}/v1/generate/"
+    for _ in range(100):
+        if any(generate in line for line in _log_lines(forward_proxy)):
+            break
+        await asyncio.sleep(0.05)
+    assert any(generate in line for line in _log_lines(forward_proxy))
+
+
+def _log_lines(proxy: ForwardProxy) -> list[str]:
+    return proxy.log.read_text().splitlines() if proxy.log.exists() else []
+
+
+@https_only
+async def test_a_cdn_certificate_that_fails_verification_is_not_retried(
+    simulator_factory: SimulatorFactory, tmp_path: Path, png_bytes: Callable[..., bytes]
+) -> None:
+    """A CDN certificate from an unknown CA: the download fails at once (no retries, no fresh
+    URL) with a DownloadError naming the host and SSL_CERT_FILE; no file is left behind."""
+    sim = await simulator_factory()
+    refreshed = 0
+
+    async def refresh() -> str:
+        nonlocal refreshed
+        refreshed += 1
+        return url
+
+    async with aiohttp.ClientSession() as http:  # the system's CAs only
+        async with http.post(
+            f"{sim.base_url}/assets",
+            json={"image": base64.b64encode(png_bytes()).decode(), "name": "a.png"},
+            headers={"Authorization": "Basic " + base64.b64encode(b"k:s").decode()},
+            ssl=shared_tls_identity().client_context(),
+        ) as response:
+            url = (await response.json())["asset"]["url"]
+        with pytest.raises(DownloadError) as caught:
+            await fetch_output(http, url, tmp_path, "out", refresh_url=refresh, base_wait_s=0)
+    assert "SSL_CERT_FILE" in str(caught.value) and _hostport(sim.cdn_url) in str(caught.value)
+    assert refreshed == 0 and not await asyncio.to_thread(lambda: list(tmp_path.iterdir()))
+    assert not sim.records(origin="cdn")
