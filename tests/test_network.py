@@ -384,3 +384,40 @@ async def test_a_cdn_certificate_that_fails_verification_is_not_retried(
     assert "SSL_CERT_FILE" in str(caught.value) and _hostport(sim.cdn_url) in str(caught.value)
     assert refreshed == 0 and not await asyncio.to_thread(lambda: list(tmp_path.iterdir()))
     assert not sim.records(origin="cdn")
+
+
+@https_only
+@pytest.mark.parametrize("user_info", ["", "proxy-user:proxy-pass@"])
+async def test_the_proxy_sees_only_its_own_credentials(
+    simulator_factory: SimulatorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    user_info: str,
+) -> None:
+    """What reaches a proxy when a tunnel opens: no credentials at all, or exactly those of
+    its URL; never the API key or secret (a listener records each CONNECT's head, then
+    refuses it)."""
+    heads: list[bytes] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    sim = await simulator_factory()
+    _env(monkeypatch, sim, HTTPS_PROXY=f"http://{user_info}127.0.0.1:{port}")
+    async with listener:
+        assert await _cli_run(_manifest(tmp_path), tmp_path / "out") == 2
+    assert heads and all(head.startswith(b"CONNECT 127.0.0.1:") for head in heads)
+    for head in heads:
+        text = head.decode().lower()
+        assert TEST_API_KEY.lower() not in text and TEST_API_SECRET.lower() not in text
+        api_token = base64.b64encode(f"{TEST_API_KEY}:{TEST_API_SECRET}".encode()).decode()
+        assert api_token.lower() not in text and "\r\nauthorization:" not in text
+        expected = base64.b64encode(b"proxy-user:proxy-pass").decode().lower()
+        assert ("proxy-authorization: basic " + expected in text) is bool(user_info)
+        assert ("proxy-authorization" in text) is bool(user_info)
+    assert not sim.request_log

@@ -4,6 +4,7 @@ uniform or lognormal around their mean, seeded."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import statistics
 import time
@@ -127,3 +128,32 @@ def test_bad_network_knobs_are_refused(knobs: dict[str, object], named: str) -> 
     """A negative round trip or sigma, or an unknown distribution: ValueError naming the knob."""
     with pytest.raises(ValueError, match=named):
         SimulatorConfig(**knobs)  # type: ignore[arg-type]
+
+
+async def test_short_pages_of_a_filtered_list_still_carry_a_token(
+    simulator_factory: SimulatorFactory, png_bytes: Callable[..., bytes]
+) -> None:
+    """The poller's query (status=success, newest update first) with half the pages cut
+    short: some pages short or empty, yet following tokens lists every finished job once."""
+    sim = await simulator_factory(list_short_page_rate=0.5, job_latency_s=0.01, seed=4)
+    ref = await reference(sim, png_bytes())
+    async with aiohttp.ClientSession(headers=AUTH) as http:
+        for _ in range(25):
+            await _timed_submit(http, sim.base_url, ref)
+        await asyncio.sleep(0.1)
+        seen: list[str] = []
+        sizes: list[int] = []
+        token: str | None = None
+        for _ in range(200):
+            query = {"status": "success", "pageSize": "4"}
+            if token:
+                query["paginationToken"] = token
+            async with http.get(f"{sim.base_url}/jobs", params=query) as response:
+                page = await response.json()
+            seen += [job["jobId"] for job in page["jobs"]]
+            sizes.append(len(page["jobs"]))
+            token = page.get("nextPaginationToken")
+            if token is None:
+                break
+    assert sorted(seen) == sorted(sim.jobs) and len(seen) == len(set(seen)) == 25
+    assert any(size < 4 for size in sizes[:-1])
