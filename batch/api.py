@@ -104,6 +104,22 @@ class Submitted:
     cost: float | None
 
 
+def api_session(settings: ApiSettings, *, connections: int = 100) -> aiohttp.ClientSession:
+    """The one session a run (or a model look-up) talks through: the settings' timeouts,
+    trusted CAs and proxies (`batch.network`), no connection limit per host."""
+    network = settings.network
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, ssl=network.ssl_context())
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        raise_for_status=False,
+        middlewares=network.middlewares(),
+    )
+
+
 class ScenarioClient:
     """One client per run, over the run's one `aiohttp.ClientSession`."""
 

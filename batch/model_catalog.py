@@ -29,9 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
-
-from batch.api import ScenarioClient
+from batch.api import ScenarioClient, api_session
 from batch.durable import write_atomically
 from batch.errors import BatchError, PermanentApiError
 from batch.model_inputs import BUILTIN, KONTEXT, ModelSpec, ModelSpecError, parse_model
@@ -210,11 +208,8 @@ async def fetch_declarations(
     settings: ApiSettings, model_ids: list[str]
 ) -> dict[str, dict[str, Any] | None]:
     """`GET /models/{id}` for each model; None for a 404."""
-    timeout = aiohttp.ClientTimeout(
-        total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
-    )
     answers: dict[str, dict[str, Any] | None] = {}
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    async with api_session(settings) as session:
         client = ScenarioClient(session, settings)
         for model_id in model_ids:
             try:

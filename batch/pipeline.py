@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from batch.api import JobView, ScenarioClient
+from batch.api import JobView, ScenarioClient, api_session
 from batch.errors import (
     AmbiguousSubmitError,
     ApiError,
@@ -775,17 +775,5 @@ async def _cancel_in_flight(run: Run) -> None:
 
 @contextlib.asynccontextmanager
 async def _session(settings: ApiSettings, options: RunOptions) -> Any:
-    network = settings.network
-    connector = aiohttp.TCPConnector(
-        limit=max(32, options.concurrency * 2), limit_per_host=0, ssl=network.ssl_context()
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
-    )
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        raise_for_status=False,
-        middlewares=network.middlewares(),
-    ) as session:
+    async with api_session(settings, connections=max(32, options.concurrency * 2)) as session:
         yield session

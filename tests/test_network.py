@@ -24,6 +24,7 @@ from batch.errors import DownloadError, UsageError
 from batch.network import NetworkSettings
 from batch.outputs import fetch_output
 from batch.simulator import Simulator, make_identity, running_simulator
+from batch.simulator.models import SEEDREAM
 from tests.conftest import FAST, TEST_API_KEY, TEST_API_SECRET, SimulatorFactory
 from tests.pipeline_helpers import assert_outputs_intact, write_images, write_manifest
 from tests.tls_helpers import shared_ca_file, shared_tls_identity
@@ -421,3 +422,27 @@ async def test_the_proxy_sees_only_its_own_credentials(
         assert ("proxy-authorization: basic " + expected in text) is bool(user_info)
         assert ("proxy-authorization" in text) is bool(user_info)
     assert not sim.request_log
+
+
+@https_only
+async def test_a_model_look_up_takes_the_same_way_out(
+    simulator_factory: SimulatorFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    forward_proxy: ForwardProxy,
+) -> None:
+    """`validate` of another model's manifest fetches its inputs through HTTPS_PROXY,
+    trusting SSL_CERT_FILE; with a CA it does not trust, exit 2 naming the host."""
+    sim = await simulator_factory()
+    write_images(tmp_path / "images", 2)
+    path = write_manifest(tmp_path, [{"prompt": "p", "images": "images"}], model=SEEDREAM)
+    _env(monkeypatch, sim, HTTPS_PROXY=forward_proxy.url, SSL_CERT_FILE=str(tmp_path / "x.pem"))
+    (tmp_path / "x.pem").write_bytes(make_identity().ca_pem)
+    assert await asyncio.to_thread(cli.main, ["validate", str(path)]) == 2
+    assert _hostport(sim.base_url) in capsys.readouterr().err and not sim.request_log
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(shared_ca_file()))
+    assert await asyncio.to_thread(cli.main, ["validate", str(path)]) == 0
+    assert [r.path for r in sim.request_log] == [f"/v1/models/{SEEDREAM}"]
+    assert _hostport(sim.base_url) in await _tunnels_seen(forward_proxy, {_hostport(sim.base_url)})
