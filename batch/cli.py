@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only slice I of N (0-based, by item id hash)",
     )
     _add_refresh_option(run)
+    run.add_argument(
+        "--sample",
+        type=_positive_int,
+        metavar="N",
+        help="run only a stable sample of N inputs (each with every model of the item); "
+        "the same N on every run, and a later full run reuses their results",
+    )
     _add_log_options(run)
 
     init = commands.add_parser("init", help="write a manifest for every image in a folder")
@@ -217,14 +224,16 @@ def _run(args: argparse.Namespace) -> int:
         cancel_on_interrupt=args.cancel_on_interrupt,
         max_cost=args.max_cost,
         shard=args.shard,
+        sample=args.sample,
     )
     if args.dry_run:
         estimate = run_with_signals(estimate_run(manifest, settings, options))
         if len(estimate.per_model) > 1:
             for model, (items, total) in estimate.per_model.items():
                 print(f"scenario-batch: dry run: {model}: {items} item(s), {total:g} CU")
+        sample = f" of a sample of {args.sample} input(s)" if args.sample else ""
         print(
-            f"scenario-batch: dry run: {estimate.items} item(s) to submit would cost "
+            f"scenario-batch: dry run: {estimate.items} item(s){sample} to submit would cost "
             f"{estimate.total:g} compute units ({estimate.calls} estimate call(s)); "
             "nothing was submitted"
         )

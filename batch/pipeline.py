@@ -47,6 +47,7 @@ from batch.progress import Progress, SilentProgress
 from batch.reconcile import Reconciler
 from batch.references import References
 from batch.report import write_report
+from batch.sample import sample_items
 from batch.settings import ApiSettings
 from batch.slots import Slots
 
@@ -74,6 +75,7 @@ class RunOptions:
     download_attempts: int = 6
     download_parallel: int = 64
     shard: tuple[int, int] | None = None  # (index, count): run only this slice of the items
+    sample: int | None = None  # run only the items of this many inputs (batch.sample)
 
 
 @dataclass(slots=True)
@@ -159,9 +161,11 @@ class Run:
 
     async def execute(self) -> RunSummary:
         started = time.monotonic()
-        items = [item for item in self.manifest.items if _in_shard(item.id, self.options.shard)]
+        in_scope = _in_scope(self.manifest, self.options)
+        items = _sampled(in_scope, self.options.sample)
         self.summary.total = len(items)
-        self.summary.removed = sorted(set(self.state.items) - {i.id for i in items})
+        # A sample leaves the rest of the manifest for later: only what left it is "removed".
+        self.summary.removed = sorted(set(self.state.items) - {i.id for i in in_scope})
         todo = list(self._plan(items))
         await self._record_planned([item for item, record in todo if record is None])
         self.progress.start(total=len(items), done=self.summary.skipped)
@@ -620,6 +624,15 @@ def _every_record(state: LedgerState) -> Iterator[ItemRecord]:
         yield from older
 
 
+def _in_scope(manifest: Manifest, options: RunOptions) -> list[Item]:
+    """The manifest's items this run may touch (its shard), before any sample."""
+    return [item for item in manifest.items if _in_shard(item.id, options.shard)]
+
+
+def _sampled(items: list[Item], sample: int | None) -> list[Item]:
+    return items if sample is None else sample_items(items, sample)
+
+
 def _in_shard(item_id: str, shard: tuple[int, int] | None) -> bool:
     if shard is None:
         return True
@@ -744,9 +757,8 @@ async def estimate_run(manifest: Manifest, settings: ApiSettings, options: RunOp
     state = load_state(options.out_dir) if options.out_dir.exists() else LedgerState()
     todo = [
         item
-        for item in manifest.items
-        if _in_shard(item.id, options.shard)
-        and not (
+        for item in _sampled(_in_scope(manifest, options), options.sample)
+        if not (
             (record := state.items.get(item.id)) is not None
             and record.fp == item.fingerprint
             and record.state == "succeeded"
