@@ -1,14 +1,10 @@
-"""report.html: counts, escaping, thumbnails kept inside the output dir, and a real browser."""
+"""report.html: counts, the page's JSON, escaping, thumbnails kept inside the output dir."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,98 +12,27 @@ import pytest
 from PIL import Image
 
 from batch import report
-from batch.ledger import LEDGER_NAME, LedgerWriter
-from batch.manifest import Item, Manifest, Reference
+from batch.ledger import LEDGER_NAME
+from batch.manifest import Item, Manifest
 from batch.report import write_report
-from tests.conftest import make_png
-
-SCRIPT_PROMPT = "<script>document.body.dataset.pwned='1'</script>"
-SCRIPT_ERROR = '<img src=x onerror="document.body.dataset.pwned=2"> & "quotes"'
-OUTPUT_COLOR = (30, 160, 220)
-
-
-def _write_ledger(out_dir: Path, records: list[dict[str, Any]]) -> None:
-    writer = LedgerWriter(out_dir)
-    writer.open()
-    for record in records:
-        writer.append_now(record)
-    writer.close()
-
-
-def _item_records(item_id: str, state: str, **fields: Any) -> list[dict[str, Any]]:
-    """The records a run writes for one item, ending in `state` with `fields`."""
-    fp = f"fp-{item_id}"
-    records: list[dict[str, Any]] = [
-        {"type": "item", "id": item_id, "fp": fp, "state": "planned", "prompt": f"edit {item_id}"},
-        {"type": "item", "id": item_id, "fp": fp, "state": "submitting", "references": ["asset_r"]},
-    ]
-    if state != "submitting":
-        records.append(
-            {
-                "type": "item",
-                "id": item_id,
-                "fp": fp,
-                "state": "submitted",
-                "jobId": f"job_{item_id}",
-            }
-        )
-    if state not in ("submitting", "submitted"):
-        records.append({"type": "item", "id": item_id, "fp": fp, "state": state, **fields})
-    return records
-
-
-def _succeeded(out_dir: Path, item_id: str, outputs: int = 2) -> list[dict[str, Any]]:
-    files = []
-    for index in range(outputs):
-        name = f"{item_id}_{index}.png"
-        (out_dir / name).write_bytes(make_png(320, 240, OUTPUT_COLOR))
-        files.append({"path": name, "sha256": "00", "size": 1, "assetId": f"asset_{index}"})
-    return _item_records(item_id, "succeeded", files=files, cost=4)
-
-
-def _manifest(tmp_path: Path, items: list[Item]) -> Manifest:
-    return Manifest(
-        path=tmp_path / "batch.yaml",
-        model="model_flux-kontext-editing",
-        project_id=None,
-        output=None,
-        concurrency=None,
-        max_cost=None,
-        job_timeout_s=None,
-        items=tuple(items),
-    )
-
-
-def _item(item_id: str, prompt: str, *refs: Reference) -> Item:
-    return Item(id=item_id, prompt=prompt, references=refs, params={}, fingerprint=f"fp-{item_id}")
+from tests.report_helpers import (
+    SCRIPT_PROMPT,
+    item,
+    item_records,
+    items_by_id,
+    manifest_of,
+    page_data,
+    succeeded,
+    three_states_dir,
+    two_models_dir,
+    write_ledger,
+)
 
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> tuple[Path, Manifest]:
-    """An output dir with 3 succeeded, 2 failed, 1 submitted item and a matching manifest."""
-    out_dir = tmp_path / "out"
-    refs_dir = tmp_path / "refs"
-    out_dir.mkdir()
-    refs_dir.mkdir()
-    cat = refs_dir / "cat.png"
-    cat.write_bytes(make_png(400, 300, (200, 40, 40)))
-    records: list[dict[str, Any]] = [{"type": "run", "event": "start"}]
-    for name in ("a", "b", "c"):
-        records += _succeeded(out_dir, name)
-    records += _item_records("bad", "failed", error=SCRIPT_ERROR, hint="lower guidanceScale")
-    records += _item_records("evil", "failed", prompt=SCRIPT_PROMPT, error="content policy")
-    records += _item_records("busy", "submitted")
-    _write_ledger(out_dir, records)
-    file_ref = Reference("file", str(cat))
-    items = [
-        _item("a", "Turn the cat into a watercolor", file_ref),
-        _item("b", "Pencil sketch", file_ref, Reference("asset", "asset_abc")),
-        _item("c", "Night scene", Reference("url", "https://example.com/dog.png")),
-        _item("bad", "Too much guidance", file_ref),
-        _item("evil", SCRIPT_PROMPT, file_ref),
-        _item("busy", "Still running", file_ref),
-    ]
-    return out_dir, _manifest(tmp_path, items)
+    """3 succeeded, 2 failed, 1 submitted item and a matching manifest."""
+    return three_states_dir(tmp_path)
 
 
 def _tree(root: Path) -> set[str]:
@@ -123,46 +48,50 @@ def test_header_counts_states_and_total_cost(run_dir: tuple[Path, Manifest]) -> 
     assert '<li data-state="failed" data-count="2">' in page
     assert '<li data-state="submitted" data-count="1">' in page
     assert 'data-cost="12"' in page
-    assert page.count('<article class="card"') == 6
+    assert len(page_data(page)["items"]) == 6
     for group in ("all", "succeeded", "failed", "other"):
         assert f'data-filter="{group}"' in page
 
 
 def test_strings_from_manifest_ledger_and_api_are_escaped(run_dir: tuple[Path, Manifest]) -> None:
-    """A `<script>` prompt and an HTML-laden error show as text; the only script is ours."""
+    """A `<script>` prompt and an HTML-laden error stay data: no `<` of theirs is in the page."""
     out_dir, manifest = run_dir
     for given in (manifest, None):
         page = write_report(out_dir, given).read_text()
-        assert page.count("<script>") == 1
-        assert "&lt;script&gt;document.body.dataset.pwned=&#x27;1&#x27;&lt;/script&gt;" in page
-        assert "&lt;img src=x onerror=&quot;document.body.dataset.pwned=2&quot;&gt;" in page
-        assert "&amp; &quot;quotes&quot;" in page
-        assert "<img src=x" not in page
+        assert page.count("<script") == 2 and page.count("</script>") == 2  # data + ours
+        assert "document.body.dataset.pwned" in page and "<img src=x" not in page
+        assert "\\u003cscript\\u003edocument.body.dataset.pwned='1'\\u003c/script\\u003e" in page
+        found = items_by_id(page)
+        assert found["evil"]["prompt"] == SCRIPT_PROMPT
+        assert found["bad"]["error"].startswith("<img src=x onerror=")
 
 
-def test_hostile_ids_and_file_names_from_the_ledger_are_escaped(tmp_path: Path) -> None:
-    """Ids and output paths that only the ledger holds are escaped, and `..` paths not linked."""
-    records = _item_records(
-        'x"><b>id', "succeeded", files=[{"path": "../../etc/passwd", "sha256": "0", "size": 1}]
+def test_title_and_hostile_ids_are_escaped(tmp_path: Path) -> None:
+    """The title is HTML-escaped; ids and `..` output paths only the ledger holds stay data."""
+    records = item_records(
+        'x"><b>id</script>',
+        "succeeded",
+        files=[{"path": "../../etc/passwd", "sha256": "0", "size": 1}],
     )
-    _write_ledger(tmp_path, records)
-    page = write_report(tmp_path).read_text()
-    assert 'data-id="x&quot;&gt;&lt;b&gt;id"' in page and "<b>id" not in page
-    assert 'href="../../etc/passwd"' not in page
-    assert "outside the output directory: ../../etc/passwd" in page
+    write_ledger(tmp_path, records)
+    page = write_report(tmp_path, title="<i>run</i>").read_text()
+    assert "<title>&lt;i&gt;run&lt;/i&gt;</title>" in page and "<b>id" not in page
+    assert page.count("</script>") == 2
+    entry = items_by_id(page)['x"><b>id</script>']
+    assert entry["outs"] == [["../../etc/passwd", -1]]  # shown as text, never linked
 
 
-def test_failed_item_shows_error_and_hint(run_dir: tuple[Path, Manifest]) -> None:
-    """A failed card carries its state, error, hint, attempts and job id."""
+def test_failed_item_carries_error_hint_attempts_and_job(run_dir: tuple[Path, Manifest]) -> None:
+    """A failed item carries its state, error, hint, attempts and job id."""
     out_dir, manifest = run_dir
-    page = write_report(out_dir, manifest).read_text()
-    card = re.search(r'<article[^>]*data-id="bad">.*?</article>', page, re.S)
-    assert card is not None
-    text = card.group(0)
-    assert 'data-group="failed"' in text
-    assert '<p class="hint">hint: lower guidanceScale</p>' in text
-    assert '<p class="error">&lt;img src=x' in text
-    assert "<dt>attempts</dt><dd>1</dd>" in text and "<dt>job</dt><dd>job_bad</dd>" in text
+    entry = items_by_id(write_report(out_dir, manifest).read_text())["bad"]
+    assert (entry["state"], entry["hint"], entry["attempts"], entry["job"]) == (
+        "failed",
+        "lower guidanceScale",
+        1,
+        "job_bad",
+    )
+    assert entry["error"].startswith("<img src=x")
 
 
 def test_thumbnails_are_small_and_inside_the_output_directory(
@@ -180,11 +109,21 @@ def test_thumbnails_are_small_and_inside_the_output_directory(
     for thumb in thumbs:
         with Image.open(thumb) as image:
             assert image.format == "JPEG" and max(image.size) <= 160
-        assert f'src="thumbs/{thumb.name}" loading="lazy"' in page
-    assert 'href="a_0.png"' in page
-    assert "https://example.com/dog.png" in page and 'src="https://' not in page
-    assert "asset: asset_abc" in page
+    named = {f"{name}.jpg" for name in _thumbnail_names(page)}
+    assert named == {thumb.name for thumb in thumbs}
+    found = items_by_id(page)
+    assert found["a"]["outs"][0][0] == "a_0.png"
+    assert [ref[1] for ref in found["b"]["refs"]] == ["cat.png", "asset: asset_abc"]
+    (url,) = found["c"]["refs"]  # text only: the page never loads a URL
+    assert url[:2] == [1, "url: https://example.com/dog.png"] and url[3:] == [0, None]
     assert "data:image" not in page and "base64" not in page
+
+
+def _thumbnail_names(page: str) -> set[str]:
+    data = page_data(page)
+    names = {ref[3] for ref in data["refs"] if isinstance(ref[3], str)}
+    names |= {out[1] for row in data["items"] for out in row[6] if isinstance(out[1], str)}
+    return names
 
 
 def test_thumbnails_are_remade_only_when_the_source_is_newer(
@@ -202,17 +141,31 @@ def test_thumbnails_are_remade_only_when_the_source_is_newer(
     assert len(changed) == 1 and set(again) == set(thumbs)
 
 
+def test_past_its_time_budget_the_page_shows_original_files(
+    run_dir: tuple[Path, Manifest],
+) -> None:
+    """With no time for thumbnails the page points at the originals; the next report makes them."""
+    out_dir, manifest = run_dir
+    page = write_report(out_dir, manifest, thumbnail_budget_s=0).read_text()
+    assert not list((out_dir / "thumbs").iterdir())
+    found = items_by_id(page)
+    assert found["a"]["outs"] == [["a_0.png", 1], ["a_1.png", 1]]  # 1: the original file
+    assert found["a"]["refs"][0][3] == 1 and found["a"]["refs"][0][4].startswith("file:///")
+    page = write_report(out_dir, manifest).read_text()
+    assert len(_thumbnail_names(page)) == 7 == len(list((out_dir / "thumbs").iterdir()))
+
+
 def test_planted_symlinks_are_not_followed(tmp_path: Path) -> None:
     """A symlinked thumbs/ or report.html in the output dir never leads a write outside it."""
     out_dir, outside = tmp_path / "out", tmp_path / "outside"
     out_dir.mkdir()
     outside.mkdir()
     (outside / "victim.html").write_text("keep")
-    _write_ledger(out_dir, _succeeded(out_dir, "a"))
+    write_ledger(out_dir, succeeded(out_dir, "a"))
     (out_dir / "thumbs").symlink_to(outside, target_is_directory=True)
     (out_dir / "report.html").symlink_to(outside / "victim.html")
     path = write_report(out_dir)
-    assert not path.is_symlink() and "<article" in path.read_text()
+    assert not path.is_symlink() and len(page_data(path.read_text())["items"]) == 1
     assert (outside / "victim.html").read_text() == "keep"
     assert sorted(p.name for p in outside.iterdir()) == ["victim.html"]
 
@@ -238,22 +191,24 @@ def test_no_temporary_file_remains(run_dir: tuple[Path, Manifest], monkeypatch: 
 def test_without_manifest_references_are_ledger_text(run_dir: tuple[Path, Manifest]) -> None:
     """manifest=None: every ledger item is shown, references as the ledger's asset ids."""
     out_dir, _ = run_dir
-    page = write_report(out_dir).read_text()
-    assert page.count('<article class="card"') == 6
-    assert '<div class="ref-text">asset_r</div>' in page
-    assert "not in manifest" not in page
+    found = items_by_id(write_report(out_dir).read_text())
+    assert len(found) == 6
+    assert found["a"]["refs"] == [[1, "asset_r", "asset_r", 0, None]]
+    assert {entry["flag"] for entry in found.values()} == {0}
 
 
-def test_ledger_items_missing_from_the_manifest_are_marked(
+def test_what_ran_comes_first_and_what_left_the_manifest_is_marked(
     run_dir: tuple[Path, Manifest], tmp_path: Path
 ) -> None:
-    """Ledger items the manifest dropped show as "not in manifest"; new ones as "not started"."""
+    """Items that ran come first; dropped ones are "not in manifest"; new ones "not started"."""
     out_dir, manifest = run_dir
-    smaller = _manifest(tmp_path, [*manifest.items[:2], _item("new", "Fresh item")])
+    smaller = manifest_of(tmp_path, [item("new", "Fresh item"), *manifest.items[:2]])
     page = write_report(out_dir, smaller).read_text()
-    assert page.count('<article class="card"') == 7
-    assert page.count("not in manifest</span>") == 4
-    assert '<article class="card" data-group="other" data-state="not started"' in page
+    found = items_by_id(page)
+    assert list(found) == ["a", "b", "c", "bad", "evil", "busy", "new"]
+    assert [found[i]["flag"] for i in ("c", "bad", "evil", "busy")] == [1, 1, 1, 1]
+    assert found["new"]["state"] == "not started" and found["new"]["flag"] == 0
+    assert 'data-not-started="1"' in page and 'data-filter="not-started"' in page
 
 
 def test_changed_inputs_and_broken_images_are_shown(
@@ -263,10 +218,24 @@ def test_changed_inputs_and_broken_images_are_shown(
     out_dir, _ = run_dir
     (out_dir / "a_1.png").write_bytes(b"not an image")
     edited = Item(id="a", prompt="New prompt", references=(), params={}, fingerprint="fp-new")
-    page = write_report(out_dir, _manifest(tmp_path, [edited])).read_text()
-    assert "inputs changed since" in page and "New prompt" in page
-    assert '<a href="a_1.png" title="a_1.png"><div class="missing">a_1.png</div></a>' in page
+    page = write_report(out_dir, manifest_of(tmp_path, [edited])).read_text()
+    entry = items_by_id(page)["a"]
+    assert entry["flag"] == 2 and entry["prompt"] == "New prompt"
+    assert entry["outs"][1] == ["a_1.png", 0]  # 0: its name in a box, no image
     assert len(list((out_dir / "thumbs").iterdir())) == 5
+
+
+def test_models_and_inputs_are_in_the_data(tmp_path: Path) -> None:
+    """Each item names its model and its input (base id); strings repeat once in the tables."""
+    out_dir, manifest = two_models_dir(tmp_path)
+    page = write_report(out_dir, manifest).read_text()
+    data = page_data(page)
+    assert data["models"] == ["model_kontext-a", "model_edit-b"]
+    assert len(data["prompts"]) == 3 and len(data["refs"]) == 3
+    found = items_by_id(page)
+    assert (found["dog-b"]["base"], found["dog-b"]["model"]) == ("dog", "model_edit-b")
+    assert found["dog-b"]["error"] == "content policy: </script>"
+    assert [found[i]["state"] for i in ("owl-a", "owl-b")] == ["not started"] * 2
 
 
 def test_twenty_thousand_items_render_in_seconds(tmp_path: Path) -> None:
@@ -285,87 +254,6 @@ def test_twenty_thousand_items_render_in_seconds(tmp_path: Path) -> None:
     started = time.perf_counter()
     page = write_report(tmp_path).read_text()
     elapsed = time.perf_counter() - started
-    assert page.count('<article class="card"') == 20_000
+    assert len(page_data(page)["items"]) == 20_000
     assert 'data-succeeded="18000" data-failed="2000"' in page
     assert elapsed < 5, f"took {elapsed:.1f} s"
-
-
-# -- a real browser ----------------------------------------------------------------------
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Debian's chromium, installed with apt-get when missing and we are root."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("needs /usr/bin/chromium: run as root on Debian, or `apt-get install chromium`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "-o", "DPkg::Lock::Timeout=120", "chromium"],
-    ):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            pytest.fail(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    assert CHROMIUM.exists(), "apt-get installed chromium but /usr/bin/chromium is missing"
-    return CHROMIUM
-
-
-@pytest.fixture
-def browse(chromium: Path, tmp_path: Path) -> Iterator[Any]:
-    """`browse(url, *flags)` -> stdout of a headless chromium run with a throwaway profile."""
-
-    def run(url: str, *flags: str) -> str:
-        profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-        command = [
-            str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", f"--user-data-dir={profile}", "--window-size=1280,900",
-            *flags, url,
-        ]  # fmt: skip
-        env = {**os.environ, "HOME": str(tmp_path)}
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
-
-    yield run
-
-
-def _cards(dom: str) -> list[tuple[str, bool]]:
-    """(data-group, hidden) of every card in a dumped DOM."""
-    tags = re.finditer(r'<article class="card" data-group="(\w+)"[^>]*>', dom)
-    return [(tag.group(1), " hidden" in tag.group(0)) for tag in tags]
-
-
-@pytest.mark.timeout(600)  # the first use may apt-get install chromium
-def test_report_in_a_headless_browser(run_dir: tuple[Path, Manifest], browse: Any) -> None:
-    """Chromium loads the page from disk, shows the counts, filters by #failed, and screenshots."""
-    out_dir, manifest = run_dir
-    url = write_report(out_dir, manifest).as_uri()
-
-    dom = browse(url, "--dump-dom")
-    assert 'data-succeeded="3"' in dom and 'data-filter="all"' in dom
-    assert "succeeded: <b>3</b>" in dom and "failed: <b>2</b>" in dom
-    assert _cards(dom) == [("succeeded", False)] * 3 + [("failed", False)] * 2 + [("other", False)]
-    assert 'aria-pressed="true"' in dom  # the script ran and marked the active filter
-    assert "pwned" in dom and "data-pwned" not in dom  # escaped script text never ran
-
-    dom = browse(url + "#failed", "--dump-dom")
-    assert 'data-filter="failed"' in dom
-    assert _cards(dom) == [("succeeded", True)] * 3 + [("failed", False)] * 2 + [("other", True)]
-
-    shot = out_dir.parent / "shot.png"
-    browse(url, f"--screenshot={shot}", "--hide-scrollbars")
-    with Image.open(shot) as image:
-        assert image.size == (1280, 900)
-        colors = image.convert("RGB").getcolors(1 << 24) or []
-    assert len(colors) > 50  # text, badges and thumbnails: not a blank page
-    near = sum(
-        count
-        for count, color in colors
-        if sum(abs(c - o) for c, o in zip(color, OUTPUT_COLOR, strict=True)) < 40
-    )
-    assert near > 2000, "the output thumbnails did not render"
