@@ -295,14 +295,14 @@ def _replay(
     if not os.path.lexists(path):
         return LedgerState(), 0, ""
     try:
-        with _gc_paused():
+        with gc_paused():
             return _replay_open(path, directory, tail_hash, live)
     except OSError as exc:
         raise LedgerError(f"cannot read ledger {path}: {exc.strerror or exc}") from exc
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """A replay allocates a few objects per record and frees none until the end: the cyclic
     GC would rescan the growing state over and over (about half the load time). Nothing
     here makes cycles, so it is paused meanwhile."""
@@ -431,7 +431,7 @@ class _Snapshot:
         state, size, tail = _replay(directory, tail_hash=True, live=live)
         if size == 0:
             return
-        with _gc_paused():
+        with gc_paused():
             data = _Snapshot._encode(state, size, tail)
         write_atomically(directory / SNAPSHOT_NAME, data)
 

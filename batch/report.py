@@ -25,17 +25,17 @@ import datetime as dt
 import html
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import quote
 
 import orjson
 
 from batch import report_template as template
 from batch.durable import write_atomically
-from batch.ledger import ItemRecord, LedgerState, load_state
+from batch.ledger import ItemRecord, LedgerState, gc_paused, load_state
 from batch.thumbnails import (
     DEFAULT_BUDGET_S,
     OutputPaths,
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 REPORT_NAME: Final = "report.html"
 NOT_STARTED: Final = "not started"  # in the manifest, not yet in the ledger
 PAGE_SIZE: Final = 50  # items per page (compare view: inputs per page)
+_URL_SAFE: Final = re.compile(r"[A-Za-z0-9._/-]*")  # what quote() leaves as it is
 _STATE_ORDER: Final = ("succeeded", "failed", "submitted", "submitting", "planned", NOT_STARTED)
 
 # What the page shows where an image has no thumbnail (see the script's `image`).
@@ -70,14 +71,15 @@ def write_report(
     Blocking file work (thumbnails on first use): call it via `asyncio.to_thread` from a loop.
     """
     state = load_state(out_dir)
-    rows = _rows(state, manifest)
     outputs = OutputPaths(out_dir)
     thumbs = Thumbnails(out_dir)
-    thumbs.make(_sources(rows, outputs), thumbnail_budget_s)
+    with gc_paused():  # hundreds of thousands of young objects, no cycles
+        rows = _rows(state, manifest)
+        thumbs.make(_sources(rows, outputs), thumbnail_budget_s)
+        default_model = manifest.model if manifest is not None else ""
+        data = _PageData(thumbs, outputs, default_model).build(rows)
     if title is None:
         title = f"scenario-batch: {manifest.path.name if manifest else out_dir.name}"
-    default_model = manifest.model if manifest is not None else ""
-    data = _PageData(thumbs, outputs, default_model).build(rows)
     page = b"".join(
         [
             template.head(_esc(title)).encode(),
@@ -95,8 +97,7 @@ def write_report(
 # -- what to show ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
+class _Row(NamedTuple):  # a NamedTuple: 100,000 of them are made in a blink
     id: str
     record: ItemRecord | None  # None: in the manifest, never run
     item: Item | None  # None: no manifest given, or the ledger's item is not in it
@@ -131,10 +132,15 @@ def _group(state: str) -> str:
 def _sources(rows: Iterable[_Row], outputs: OutputPaths) -> Iterator[Source]:
     """Every image of the page, in page order (thumbnails of the first pages come first)."""
     seen: set[str] = set()
+    references: dict[str, Source] = {}  # many items share a reference: one abspath each
     for row in rows:
         found: list[Source] = []
         if row.item is not None:
-            found.extend(reference_source(r.value) for r in row.item.references if r.kind == "file")
+            for ref in row.item.references:
+                if ref.kind == "file":
+                    if ref.value not in references:
+                        references[ref.value] = reference_source(ref.value)
+                    found.append(references[ref.value])
         if row.record is not None:
             found.extend(s for f in row.record.files if (s := outputs.source(f.path)) is not None)
         for source in found:
@@ -160,6 +166,7 @@ class _PageData:
         self.states: dict[str, int] = {}
         self.prompts: dict[str, int] = {}
         self.refs: dict[tuple[Any, ...], int] = {}
+        self._reference_index: dict[tuple[str, str], int] = {}  # (kind, value) -> refs index
 
     def build(self, rows: list[_Row]) -> dict[str, Any]:
         items = [self._item(row) for row in rows]
@@ -222,24 +229,19 @@ class _PageData:
             return [self._index(self.refs, (1, ref, ref, _NO_IMAGE, None)) for ref in refs]
         found: list[int] = []
         for ref in row.item.references:
-            if ref.kind != "file":  # asset ids and URLs: text only, the page never loads them
-                text = f"{ref.kind}: {ref.value}"
-                found.append(self._index(self.refs, (1, text, ref.value, _NO_IMAGE, None)))
-                continue
-            source = reference_source(ref.value)
-            found.append(
-                self._index(
-                    self.refs,
-                    (
-                        0,
-                        os.path.basename(ref.value),
-                        ref.value,
-                        self._thumbnail(source.key),
-                        Path(source.path).as_uri(),
-                    ),
-                )
-            )
+            index = self._reference_index.get((ref.kind, ref.value))
+            if index is None:
+                index = self._index(self.refs, self._reference(ref.kind, ref.value))
+                self._reference_index[ref.kind, ref.value] = index
+            found.append(index)
         return found
+
+    def _reference(self, kind: str, value: str) -> tuple[Any, ...]:
+        if kind != "file":  # asset ids and URLs: text only, the page never loads them
+            return (1, f"{kind}: {value}", value, _NO_IMAGE, None)
+        source = reference_source(value)
+        thumb = self._thumbnail(source.key)
+        return (0, os.path.basename(value), value, thumb, Path(source.path).as_uri())
 
     def _outputs(self, record: ItemRecord | None) -> list[list[Any]]:
         if record is None:
@@ -250,7 +252,7 @@ class _PageData:
             if source is None:
                 found.append([file.path, _OUTSIDE])
                 continue
-            href = quote(file.path)
+            href = file.path if _URL_SAFE.fullmatch(file.path) else quote(file.path)
             thumb = self._thumbnail(source.key)
             found.append([file.path, thumb] if href == file.path else [file.path, thumb, href])
         return found

@@ -91,7 +91,9 @@ width:auto}}
 SCRIPT: Final = r"""
 (function(){
   "use strict";
-  var D = JSON.parse(document.getElementById("report-data").textContent);
+  var source = document.getElementById("report-data");
+  var D = JSON.parse(source.textContent);
+  source.remove();  // tens of MB of text at 100,000 items, no longer needed
   var items = D.items, models = D.models, prompts = D.prompts, refs = D.refs;
   var ID = 0, BASE = 1, MODEL = 2, STATE = 3, PROMPT = 4, REFS = 5, OUTS = 6, COST = 7,
       DUR = 8, ATTEMPTS = 9, JOB = 10, ERROR = 11, HINT = 12, FLAG = 13;

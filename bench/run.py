@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import fsprobe, profiles, scale, simalone
+from bench import fsprobe, profiles, report_page, scale, simalone
 from bench.measure import STEPS, Config, Outcome, fmt, pause, run_config, sim_knobs
 
-SECTIONS = ("sim", "profiles", "c16", "c64", "c256", "scale", "inflight")
-DEFAULT_SECTIONS = ("sim", "profiles", "scale")
+SECTIONS = ("sim", "profiles", "c16", "c64", "c256", "scale", "inflight", "report")
+DEFAULT_SECTIONS = ("sim", "profiles", "scale", "report")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ class Plan:
     sim_jobs: int
     sdk_jobs_c16: int  # the SDK pattern at C=16 on fewer jobs: on 2,000 it alone takes 6 min
     matrix: profiles.MatrixPlan
+    report_items: int  # report.html of a finished run this big, opened in Chromium
 
 
 FULL = Plan(
@@ -53,6 +54,7 @@ FULL = Plan(
     2000,
     1000,
     profiles.FULL_MATRIX,
+    100_000,
 )
 QUICK = Plan(
     200,
@@ -64,6 +66,7 @@ QUICK = Plan(
     500,
     200,
     profiles.QUICK_MATRIX,
+    10_000,
 )
 
 
@@ -111,9 +114,21 @@ def _floor_client(outcomes: dict[tuple[str, str], Outcome]) -> Outcome | None:
 
 
 def targets(
-    outcomes: dict[tuple[str, str], Outcome], timed: dict[str, scale.Timed]
+    outcomes: dict[tuple[str, str], Outcome],
+    timed: dict[str, scale.Timed],
+    page: report_page.PageTiming | None = None,
 ) -> list[Target]:
     found: list[Target] = []
+    if page is not None and page.skipped is None:
+        slowest = max(report_page.VIEWS, key=page.open_s)
+        found.append(
+            Target(
+                f"report.html of {page.items:,} items opens in < 2 s in Chromium",
+                page.open_s(slowest) < 2 and page.ready(slowest) < 2000,
+                f"slowest view ({slowest}): {page.open_s(slowest):.2f} s of Chromium wall beyond "
+                f"an empty page, ready in the page at {page.ready(slowest):.0f} ms",
+            )
+        )
     top = outcomes.get(("c256", "pipeline"))
     floor = _floor_client(outcomes)
     if top is not None:
@@ -370,7 +385,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"| {labels.get(key, t.what)} | {t.count:,} | {t.seconds:.2f} "
                     f"| {t.peak_rss_mb:.0f} | {t.base_rss_mb:.0f} |"
                 )
-    found = targets(outcomes, timed)
+        page: report_page.PageTiming | None = None
+        if "report" in only:
+            page = report_page.measure(Path(tmp) / "report", plan.report_items)
+            raw["report"] = asdict(page)
+            print(f"\n## report.html\n\n{report_page.table(page)}", flush=True)
+    found = targets(outcomes, timed, page)
     found += [Target(*t) for t in profiles.targets(matrix)]
     if found:
         print("\n## Targets\n\n| target | result | figure |\n|---|---|---|")
