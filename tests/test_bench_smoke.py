@@ -146,3 +146,15 @@ def test_every_client_runs_the_internet_profile_over_https(kind: str, tmp_path: 
     assert outcome.ok, outcome.client.error
     assert outcome.lossless_floor_s > 0.12
     assert outcome.client.wall_s >= outcome.lossless_floor_s * 0.99
+
+
+def test_report_page_bench_writes_and_opens_a_report(tmp_path: Path) -> None:
+    """The report bench builds a run, writes its page and, with Chromium here, times each view."""
+    from bench.report_page import VIEWS, measure, table
+
+    timing = measure(tmp_path, 200, repeats=1)
+    assert timing.page_mb > 0 and timing.write_s > 0
+    if timing.skipped is not None:
+        pytest.skip(timing.skipped)
+    assert set(timing.ready_ms) == set(VIEWS) and all(timing.ready(v) > 0 for v in VIEWS)
+    assert "| compare |" in table(timing)
