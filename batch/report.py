@@ -192,7 +192,7 @@ class _PageData:
     def _item(self, row: _Row) -> list[Any]:
         record, item = row.record, row.item
         # Old ledgers and rows without a manifest item: the ledger's model, else the manifest's.
-        model = item.model if item is not None else getattr(record, "model", None)
+        model = item.model if item is not None else (record.model if record else None)
         base = item.base_id if item is not None else row.id
         prompt = item.prompt if item is not None else (record.prompt if record else None)
         flag = 1 if row.orphan else 0

@@ -257,3 +257,13 @@ def test_twenty_thousand_items_render_in_seconds(tmp_path: Path) -> None:
     assert len(page_data(page)["items"]) == 20_000
     assert 'data-succeeded="18000" data-failed="2000"' in page
     assert elapsed < 5, f"took {elapsed:.1f} s"
+
+
+def test_without_manifest_models_come_from_the_ledger(tmp_path: Path) -> None:
+    """Ledger-only: each item's model is its `planned` record's; an old ledger's is unknown."""
+    records = item_records("old", "submitted")
+    records[0] = {**records[0], "id": "new", "fp": "fp-new", "model": "model_qwen-image-edit"}
+    write_ledger(tmp_path, records)
+    page = write_report(tmp_path).read_text()
+    found = items_by_id(page)
+    assert (found["new"]["model"], found["old"]["model"]) == ("model_qwen-image-edit", "")

@@ -22,6 +22,7 @@ from tests.pipeline_helpers import (
     write_images,
     write_manifest,
 )
+from tests.report_helpers import items_by_id
 
 MODELS = ("model_a", "model_b", "model_c")
 
@@ -163,3 +164,42 @@ def test_a_sample_must_be_a_positive_count(
         main(["run", str(tmp_path / "m.yaml"), "--sample", value])
     assert exit_info.value.code == 2
     assert "--sample" in capsys.readouterr().err
+
+
+async def test_a_two_model_sample_then_the_whole_matrix(
+    scenario_env: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`models: [a, b]` with --sample 2: 2 inputs x 2 models priced and run, compared side by
+    side in the report; the full run then pays only for the other inputs."""
+    write_images(tmp_path / "images", 6)
+    kontext, qwen = "model_flux-kontext-editing", "model_qwen-image-edit"
+    manifest = write_manifest(
+        tmp_path,
+        [{"id": "snow", "prompt": "Make it snow", "images": "images"}],
+        models=[kontext, qwen],
+        output="out",
+    )
+    cli = ["run", str(manifest), "-q"]
+    assert await asyncio.to_thread(main, [*cli, "--sample", "2", "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert f"{kontext}: 2 item(s), 10 CU" in dry and f"{qwen}: 2 item(s), 6 CU" in dry
+    assert not scenario_env.jobs
+
+    assert await asyncio.to_thread(main, [*cli, "--sample", "2"]) == 0
+    state = load_state(tmp_path / "out")
+    bases = {item_id.split("--")[0] for item_id in state.items}
+    assert len(state.items) == 4 and len(bases) == 2
+    assert {(i.split("--")[0], r.model) for i, r in state.items.items()} == {
+        (base, model) for base in bases for model in (kontext, qwen)
+    }
+    page = items_by_id((tmp_path / "out" / "report.html").read_text())
+    ran = [entry for entry in page.values() if entry["state"] != "not started"]
+    assert [entry["base"] for entry in list(page.values())[:4]] == [e["base"] for e in ran]
+    assert {entry["base"] for entry in ran} == bases and len(page) == 12
+
+    assert await asyncio.to_thread(main, cli) == 0
+    created = [r.path for r in scenario_env.generate_calls() if r.status == 200]
+    assert sorted(created) == sorted(
+        [f"/v1/generate/custom/{kontext}"] * 6 + [f"/v1/generate/custom/{qwen}"] * 6
+    )
+    assert assert_outputs_intact(tmp_path / "out") == 12
