@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from batch import report
@@ -56,8 +58,8 @@ def test_header_counts_states_and_total_cost(run_dir: tuple[Path, Manifest]) -> 
 def test_strings_from_manifest_ledger_and_api_are_escaped(run_dir: tuple[Path, Manifest]) -> None:
     """A `<script>` prompt and an HTML-laden error stay data: no `<` of theirs is in the page."""
     out_dir, manifest = run_dir
-    for given in (manifest, None):
-        page = write_report(out_dir, given).read_text()
+    for source in (manifest, None):
+        page = write_report(out_dir, source).read_text()
         assert page.count("<script") == 2 and page.count("</script>") == 2  # data + ours
         assert "document.body.dataset.pwned" in page and "<img src=x" not in page
         assert "\\u003cscript\\u003edocument.body.dataset.pwned='1'\\u003c/script\\u003e" in page
@@ -267,3 +269,13 @@ def test_without_manifest_models_come_from_the_ledger(tmp_path: Path) -> None:
     page = write_report(tmp_path).read_text()
     found = items_by_id(page)
     assert (found["new"]["model"], found["old"]["model"]) == ("model_qwen-image-edit", "")
+
+
+@given(st.lists(st.text(), max_size=5))
+def test_page_json_never_holds_markup_and_reads_back(texts: list[str]) -> None:
+    """Any strings (lone surrogates too): no <, > or & byte in the page's JSON, same values back."""
+    raw = report._json({"items": texts})
+    assert not {ord("<"), ord(">"), ord("&")} & set(raw)
+    raw.decode("utf-8")  # valid UTF-8 whatever the input
+    back = json.loads(raw)["items"]
+    assert back == texts
