@@ -40,6 +40,8 @@ border-radius:6px;background:#fff}
 .pager{display:flex;gap:10px;align-items:center;padding:8px 20px 0;color:var(--muted);
 font-size:13px}
 .pager button[disabled]{opacity:.4;cursor:default}
+.pager .jump{font:inherit;width:110px;padding:3px 8px;border:1px solid var(--line);
+border-radius:6px}
 #pager-bottom{padding:0 20px 20px}.pager[hidden]{display:none}
 main{padding:12px 20px;display:flex;flex-direction:column;gap:10px}
 .card{display:grid;grid-template-columns:auto minmax(220px,1fr) auto;gap:12px;
@@ -307,6 +309,15 @@ SCRIPT: Final = r"""
       var where = total ? noun + " " + (start + 1) + "\u2013" + end + " of " + total : "no " + noun;
       var label = el("span", null, "page " + ui.page + " of " + pages + " \u00b7 " + where);
       nav.replaceChildren(prev, label, next);
+      if (pages > 1) {
+        var jump = el("input", "jump");
+        jump.type = "number";
+        jump.min = "1";
+        jump.max = String(pages);
+        jump.placeholder = "go to page";
+        jump.setAttribute("aria-label", "go to page");
+        nav.appendChild(jump);
+      }
     });
   }
   function render() {
@@ -380,6 +391,12 @@ SCRIPT: Final = r"""
     update(false);
   });
   pagers.forEach(function(nav){
+    nav.addEventListener("change", function(event){
+      var page = parseInt(event.target.value, 10);
+      if (!page) return;
+      ui.page = page;
+      update(true);
+    });
     nav.addEventListener("click", function(event){
       var b = event.target.closest("button");
       if (!b || b.disabled) return;
