@@ -158,3 +158,15 @@ def test_report_page_bench_writes_and_opens_a_report(tmp_path: Path) -> None:
         pytest.skip(timing.skipped)
     assert set(timing.ready_ms) == set(VIEWS) and all(timing.ready(v) > 0 for v in VIEWS)
     assert "| compare |" in table(timing)
+
+
+def test_report_page_bench_says_why_without_chromium(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where Chromium is absent the report bench still writes the page and says why it stops."""
+    from bench import report_page
+
+    monkeypatch.setattr(report_page, "find_chromium", lambda: None)
+    timing = report_page.measure(tmp_path, 50, repeats=1)
+    assert timing.skipped is not None and "apt-get install chromium" in timing.skipped
+    assert timing.page_mb > 0 and "Not opened" in report_page.table(timing)
