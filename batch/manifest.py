@@ -108,6 +108,8 @@ ASSET_ID = re.compile(r"asset_[A-Za-z0-9]+")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ID = re.compile(ID_PATTERN)
 _MODEL_ID = re.compile(MODEL_ID_PATTERN)
+_JOB_KEYS = tuple(KEYS["jobs"])
+_PROMPT_KEYS = tuple(KEYS["prompts"])
 MODEL_SEPARATOR = "--"  # item id = base id + "--" + model tag, for `models:` lists
 # The file layout of the shipped model: fingerprints of such items keep their old shape.
 _KONTEXT_FILES = ("referenceImages",)
@@ -116,6 +118,8 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 
 Loc = tuple[str | int, ...]
 _Entry = tuple[str, int, PromptEntry]  # (prompt id, index in prompts, the entry)
+# An entry's references (without a bulk image) and their split: (input, count, is a list).
+_Files = tuple[tuple["Reference", ...], tuple[tuple[str, int, bool], ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +324,7 @@ class _Builder:
         self._refs: dict[str, Reference | str] = {}  # raw string -> Reference or problem
         self._reported: set[tuple[Loc, str]] = set()
         self._relpaths: dict[str, str] = {}
+        self._splits: dict[tuple[tuple[str, int, bool], ...], list[list[Any]]] = {}
         self._layouts: dict[
             tuple[tuple[str, int, bool], ...], tuple[tuple[str, int, bool], ...]
         ] = {}
@@ -386,7 +391,7 @@ class _Builder:
                 self.problem(("output",), "must not contain NUL bytes")
             else:
                 output = Path(os.path.normpath(os.path.join(self.base, top.output)))
-        top_uses, top_params = self._models((), top.model, top.models)
+        top_uses, top_params = self._models((), top.model, top.models, shared=True)
         if top_uses is None:
             top_uses = [_ModelUse(DEFAULT_MODEL, False)]
         if top_uses:
@@ -398,7 +403,9 @@ class _Builder:
         if not self._named:
             self._named[self.model] = [("model",)]
         self._resolve_models(top.projectId)
-        defaults = Source(("defaults",), top.defaults.model_extra or {}) if top.defaults else None
+        defaults = None
+        if top.defaults:
+            defaults = Source(("defaults",), top.defaults.model_extra or {}, shared=True)
         for index, job, uses, job_params in plans:
             if self.too_many:
                 break
@@ -418,7 +425,7 @@ class _Builder:
         )
 
     def _models(
-        self, prefix: Loc, model: str | None, models: Any
+        self, prefix: Loc, model: str | None, models: Any, *, shared: bool = False
     ) -> tuple[list[_ModelUse] | None, dict[str, Source]]:
         """The models of a level (None: inherited) and its per-model parameters."""
         if models is None:
@@ -438,7 +445,7 @@ class _Builder:
             names, locs = list(models), [(*where, name) for name in models]
             for name, params in models.items():
                 if isinstance(params, dict):
-                    per[name] = Source((*where, name), params)
+                    per[name] = Source((*where, name), params, shared=shared)
                 elif params is not None:
                     self.problem((*where, name), "must be a mapping of this model's parameters")
                     return [], {}
@@ -546,34 +553,31 @@ class _Builder:
             self.problem(("jobs",), f"must expand to at most {MAX_ITEMS:,} items, got more")
             self.too_many = True
             return
-        own = Source(loc, job.model_extra or {}, tuple(KEYS["jobs"]))
+        own = Source(loc, job.model_extra or {}, _JOB_KEYS)
+        tagged = any(use.tagged for use in uses)
+        bulk = job.images is not None
         for entry in prompts:
             ploc, entry_sources = loc, []
             if entry is not None:
                 ploc = (*loc, "prompts", entry[1])
                 params = {"prompt": entry[2].prompt, **(entry[2].model_extra or {})}
-                entry_sources = [Source(ploc, params, tuple(KEYS["prompts"]))]
+                entry_sources = [Source(ploc, params, _PROMPT_KEYS)]
             shared = ""
-            if any(use.tagged for use in uses) and job.id is None:
+            if tagged and job.id is None:
                 shared = _CANONICAL.encode([s.params for s in levels.shared(own, entry_sources)])
-            drafted: list[tuple[_ModelUse, ModelSpec, Resolved]] = []
+            drafted: list[tuple[_ModelUse, Resolved, _Files]] = []
             for use in uses:
                 spec = self.specs.get(use.model)
                 if spec is None:
                     continue  # unknown model: reported where it is named
-                resolved = self.checker.resolve(
-                    spec,
-                    levels.sources(use.model, own, entry_sources),
-                    job_loc=loc,
-                    entry_loc=ploc,
-                    bulk=job.images is not None,
-                    check_required=defaults_ok,
-                )
-                if resolved is not None:
-                    drafted.append((use, spec, resolved))
+                sources = levels.sources(use.model, own, entry_sources)
+                resolved = self.checker.resolve(spec, sources, loc, ploc, bulk, defaults_ok)
+                files = None if resolved is None else self._files(loc, spec, resolved, bulk)
+                if resolved is not None and files is not None:
+                    drafted.append((use, resolved, files))
             for image in images:  # an input's models side by side
-                for use, spec, resolved in drafted:
-                    self._draft(loc, job, entry, image, resolved, spec, use, shared)
+                for use, resolved, files in drafted:
+                    self._draft(loc, job, entry, image, resolved, files, use, shared)
 
     def _images(self, loc: Loc, job: Job) -> list[tuple[str, str]] | None:
         spec = job.images
@@ -668,29 +672,12 @@ class _Builder:
         entry: _Entry | None,
         image: tuple[str, str] | None,
         resolved: Resolved,
-        spec: ModelSpec,
+        template: _Files,
         use: _ModelUse,
         shared: str,
     ) -> None:
-        image_input = spec.image_input
-        layout: list[tuple[str, int, bool]] = []
-        references: list[Reference] = []
-        for declared in spec.file_inputs:
-            refs = [self._reference(raw) for raw in resolved.files.get(declared.name, ())]
-            if image is not None and declared is image_input:
-                refs.insert(0, Reference("file", image[0]))
-                high = declared.items_range()[1]
-                if declared.type == "file_array" and high is not None and len(refs) > high:
-                    self.problem(
-                        (*loc, declared.name),
-                        f"must be at most {high} images including the bulk image, got {len(refs)}",
-                    )
-                    return
-            if refs:
-                layout.append((declared.name, len(refs), declared.type == "file_array"))
-                references.extend(r for r in refs if isinstance(r, Reference))
-        key = tuple(layout)
-        file_inputs = self._layouts.setdefault(key, key)
+        given, file_inputs = template
+        references = given if image is None else (Reference("file", image[0]), *given)
         parts: list[str] = []
         if entry is not None:
             parts.append(entry[0])
@@ -706,7 +693,7 @@ class _Builder:
             named,
             stem,
             resolved.prompt,
-            tuple(references),
+            references,
             resolved.params,
             loc,
             use.model,
@@ -721,21 +708,49 @@ class _Builder:
         self._used.setdefault(use.model)
         self.drafts.append(draft)
 
+    def _files(self, loc: Loc, spec: ModelSpec, resolved: Resolved, bulk: bool) -> _Files | None:
+        """The references an entry gives and how they split over the model's file inputs;
+        with `bulk`, one more image goes first, into the image input (its first file input)."""
+        layout: list[tuple[str, int, bool]] = []
+        references: list[Reference] = []
+        for declared in spec.file_inputs:
+            refs = [self._reference(raw) for raw in resolved.files.get(declared.name, ())]
+            count = len(refs) + (1 if bulk and declared is spec.image_input else 0)
+            high = declared.items_range()[1]
+            if bulk and declared.type == "file_array" and high is not None and count > high:
+                self.problem(
+                    (*loc, declared.name),
+                    f"must be at most {high} images including the bulk image, got {count}",
+                )
+                return None
+            if count:
+                layout.append((declared.name, count, declared.type == "file_array"))
+                references.extend(r for r in refs if isinstance(r, Reference))
+        key = tuple(layout)
+        return tuple(references), self._layouts.setdefault(key, key)
+
     def _fingerprint(self, draft: _Draft) -> str:
         refs = [
             [r.kind, self._relpath(r.value) if r.kind == "file" else r.value]
             for r in draft.references
         ]
-        canonical: dict[str, Any] = {
+        canonical = {
             "model": draft.model,
             "prompt": draft.prompt,
             "references": refs,
             "params": draft.params,
         }
-        if tuple(name for name, _, _ in draft.file_inputs) not in ((), _KONTEXT_FILES):
-            # Several file inputs: which images go where is part of the inputs. (Items of
-            # the shipped model keep the fingerprint they always had.)
-            canonical["files"] = [[name, count] for name, count, _ in draft.file_inputs]
+        split = self._splits.get(draft.file_inputs)
+        if split is None:
+            # Other file inputs than referenceImages: which images go where is part of the
+            # inputs. (Items of the shipped model keep the fingerprint they always had.)
+            names = tuple(name for name, _, _ in draft.file_inputs)
+            split = (
+                [] if names in ((), _KONTEXT_FILES) else [list(f[:2]) for f in draft.file_inputs]
+            )
+            self._splits[draft.file_inputs] = split
+        if split:
+            canonical["files"] = split
         text = _CANONICAL.encode(canonical)
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -814,8 +829,13 @@ class _Levels:
     job: Mapping[str, Source]  # the job's `models: {m: {...}}`
 
     def sources(self, model: str, own: Source, entry: list[Source]) -> list[Source]:
-        found = [self.defaults, self.top.get(model), own, *entry, self.job.get(model)]
-        return [source for source in found if source is not None]
+        found = [own, *entry] if self.defaults is None else [self.defaults, own, *entry]
+        top, job = self.top.get(model), self.job.get(model)
+        if top is not None:
+            found.insert(0 if self.defaults is None else 1, top)
+        if job is not None:
+            found.append(job)
+        return found
 
     def shared(self, own: Source, entry: list[Source]) -> list[Source]:
         """The levels every model of the job shares (what names an item across models)."""

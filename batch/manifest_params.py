@@ -35,6 +35,7 @@ class Source:
     loc: Loc
     params: Mapping[str, Any]
     structural: tuple[str, ...] = ()
+    shared: bool = False  # used by many items (defaults, top-level models): checked once
 
 
 @dataclass(slots=True)
@@ -44,7 +45,6 @@ class Resolved:
     prompt: str
     params: dict[str, Any]  # every non-file input but the prompt; lists as tuples
     files: dict[str, list[str]]  # file inputs given (raw strings), by input name
-    origin: dict[str, Loc]  # where each key was last set
 
 
 class ParamsChecker:
@@ -61,7 +61,6 @@ class ParamsChecker:
         self,
         spec: ModelSpec,
         sources: Sequence[Source],
-        *,
         job_loc: Loc,
         entry_loc: Loc,
         bulk: bool,
@@ -70,13 +69,14 @@ class ParamsChecker:
         """The merged parameters, or None when a problem was reported."""
         ok = True
         merged: dict[str, Any] = {}
-        origin: dict[str, Loc] = {}
         for source in sources:
-            ok = self._check_source(spec, source) and ok
+            if source.shared:
+                ok = self._check_shared(spec, source) and ok
+            else:
+                ok = self._check_params(spec, source) and ok
             for key, value in source.params.items():
                 if value is not None:
                     merged[key] = value
-                    origin[key] = source.loc
         image = spec.image_input
         if bulk:
             if image is None:
@@ -87,20 +87,21 @@ class ParamsChecker:
                 return None
             if image.type == "file" and image.name in merged:
                 self._report(
-                    (*origin[image.name], image.name),
+                    (*_origin(sources, image.name), image.name),
                     f"must not be given here: images: feeds {image.name}, which takes one image",
                 )
                 ok = False
         if check_required and ok:  # a misspelt key would also read as a missing one
             ok = self._check_required(spec, merged, job_loc, entry_loc, bulk) and ok
-        for name, message in pair_problems(spec, merged) if ok else ():
-            self._report((*origin[name], name), message)
+        for name, message in pair_problems(spec, merged) if ok and spec.pairs else ():
+            self._report((*_origin(sources, name), name), message)
             ok = False
         if not ok:
             return None
         files: dict[str, list[str]] = {}
         params: dict[str, Any] = {}
         prompt = ""
+        floats = spec.model_id == KONTEXT
         for key, value in merged.items():
             declared = spec.by_name[key]
             if declared.is_file:
@@ -108,12 +109,12 @@ class ParamsChecker:
             elif key == "prompt" and isinstance(value, str):
                 prompt = value
             else:
-                if spec.model_id == KONTEXT:
+                if floats and declared.type in _FLOAT_TYPES:
                     value = _as_floats(declared, value)
                 params[key] = tuple(value) if isinstance(value, list) else value
-        return Resolved(prompt, params, files, origin)
+        return Resolved(prompt, params, files)
 
-    def _check_source(self, spec: ModelSpec, source: Source) -> bool:
+    def _check_shared(self, spec: ModelSpec, source: Source) -> bool:
         key = (spec.model_id, id(source.params))
         known = self._checked.get(key)
         if known is None:
@@ -130,6 +131,10 @@ class ParamsChecker:
             if declared is None:
                 self._report((*source.loc, key), unknown_key(key, spec, source.structural))
                 ok = False
+                continue
+            if declared.quick_ok(value):
+                if declared.is_file:
+                    ok = self._check_files(declared, source.loc, value) and ok
                 continue
             findings = check_value(declared, value)
             for where, message in findings:
@@ -165,8 +170,7 @@ class ParamsChecker:
         image = spec.image_input
         if bulk and image is not None and image.name not in merged:
             given = {**merged, image.name: ["<bulk image>"]}
-        conditional = any(i.required.conditional for i in spec.inputs)
-        if conditional:
+        if spec.has_conditions:
             missing = missing_required(spec, given)
         else:
             cache_key = (spec.model_id, frozenset(given))
@@ -185,6 +189,17 @@ class ParamsChecker:
             else:
                 self._report(entry_loc, f"missing key {declared.name!r}, {why}")
         return not missing
+
+
+_FLOAT_TYPES = frozenset({"number", "number_array"})
+
+
+def _origin(sources: Sequence[Source], key: str) -> Loc:
+    """Where `key` was last set (its value wins)."""
+    for source in reversed(sources):
+        if source.params.get(key) is not None:
+            return source.loc
+    return ()
 
 
 def _as_floats(declared: ModelInput, value: Any) -> Any:

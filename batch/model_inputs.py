@@ -16,7 +16,7 @@ path relative to the parameter (`()` the value itself, `(2,)` its third entry).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -73,20 +73,22 @@ class ModelInput:
     default: Any = None
     required: Required = field(default_factory=Required)
     kind: str | None = None
+    # Derived once (checks run per job of a 100,000-job manifest).
+    is_file: bool = field(init=False, compare=False)
+    is_integer: bool = field(init=False, compare=False)  # a number stepped by whole numbers
+    # True for most valid values, at a fraction of `check_value`'s cost; False: ask it.
+    quick_ok: Callable[[Any], bool] = field(init=False, compare=False, repr=False)
 
-    @property
-    def is_file(self) -> bool:
-        return self.type in FILE_TYPES
-
-    @property
-    def is_integer(self) -> bool:
-        """A number input stepped by whole numbers from a whole minimum takes integers."""
-        return (
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_file", self.type in FILE_TYPES)
+        whole = (
             self.type == "number"
             and self.step is not None
             and float(self.step).is_integer()
             and (self.min is None or float(self.min).is_integer())
         )
+        object.__setattr__(self, "is_integer", whole)
+        object.__setattr__(self, "quick_ok", _quick_check(self))
 
     def items_range(self) -> tuple[float | None, float | None]:
         """The bounds on the number of items of an array input."""
@@ -102,20 +104,18 @@ class ModelSpec:
     model_id: str
     inputs: tuple[ModelInput, ...]
     pairs: tuple[tuple[str, str, str], ...] = ()  # (models input, scales input, label)
-    by_name: Mapping[str, ModelInput] = field(default_factory=dict, compare=False)
+    by_name: Mapping[str, ModelInput] = field(init=False, compare=False)
+    file_inputs: tuple[ModelInput, ...] = field(init=False, compare=False)
+    # The input bulk forms (`images:`) feed: the first file or file_array input.
+    image_input: ModelInput | None = field(init=False, compare=False)
+    has_conditions: bool = field(init=False, compare=False)  # any `conditional` rule
 
     def __post_init__(self) -> None:
+        files = tuple(i for i in self.inputs if i.is_file)
         object.__setattr__(self, "by_name", {i.name: i for i in self.inputs})
-
-    @property
-    def file_inputs(self) -> tuple[ModelInput, ...]:
-        return tuple(i for i in self.inputs if i.is_file)
-
-    @property
-    def image_input(self) -> ModelInput | None:
-        """The input bulk forms (`images:`) feed: the first file or file_array input."""
-        files = self.file_inputs
-        return files[0] if files else None
+        object.__setattr__(self, "file_inputs", files)
+        object.__setattr__(self, "image_input", files[0] if files else None)
+        object.__setattr__(self, "has_conditions", any(i.required.conditional for i in self.inputs))
 
 
 def parse_model(raw: Any, model_id: str) -> ModelSpec:
@@ -289,28 +289,27 @@ def _is_number(value: Any) -> bool:
 def check_value(spec: ModelInput, value: Any) -> list[Finding]:
     """Every problem of one parameter value (never None: null means "not given")."""
     kind = spec.type
-    bad: list[Finding] = [((), f"must be {expected(spec)}, got {show(value)}")]
     if kind == "boolean":
-        return [] if isinstance(value, bool) else bad
+        return [] if isinstance(value, bool) else _bad(spec, value)
     if kind == "number":
-        return [] if _number_ok(spec, value) else bad
+        return [] if _number_ok(spec, value) else _bad(spec, value)
     if kind in ("string", "model", "file"):
-        if not isinstance(value, str):
-            return bad
+        if not isinstance(value, str) or (kind == "file" and not value):
+            return _bad(spec, value)
         if kind == "file":
-            return [] if value else bad
+            return []
         if spec.allowed is not None and value not in spec.allowed:
-            return [((), f"must be {expected(spec)}, got {show(value)}")]
+            return _bad(spec, value)
         low, high = spec.min_length, spec.max_length
         if (low is not None and len(value) < low) or (high is not None and len(value) > high):
             got = show(value) if value == "" else f"{len(value):,} characters"
             return [((), f"must be {expected(spec)}, got {got}")]
         return []
     if not isinstance(value, list | tuple):
-        return bad
+        return _bad(spec, value)
     low, high = spec.items_range()
     if (low is not None and len(value) < low) or (high is not None and len(value) > high):
-        return bad
+        return _bad(spec, value)
     problems: list[Finding] = []
     for index, entry in enumerate(value):
         if not _entry_ok(spec, entry):
@@ -319,6 +318,40 @@ def check_value(spec: ModelInput, value: Any) -> list[Finding]:
             allowed = ", ".join(str(v) for v in spec.allowed)
             problems.append(((index,), f"must be one of {allowed}, got {show(entry)}"))
     return problems
+
+
+def _quick_check(spec: ModelInput) -> Callable[[Any], bool]:
+    """A check compiled for the common valid cases of one input; anything it does not
+    accept goes through `check_value`, which has the final word and the message."""
+    low = -math.inf if spec.min is None else spec.min
+    high = math.inf if spec.max is None else spec.max
+    if spec.allowed is not None or spec.step not in (None, 1):
+        return _never
+    if spec.type == "number" and spec.is_integer:
+        return lambda v: type(v) is int and low <= v <= high
+    if spec.type == "number":
+        return lambda v: (type(v) is float or type(v) is int) and low <= v <= high
+    if spec.type == "string":
+        shortest = 0 if spec.min_length is None else spec.min_length
+        longest = math.inf if spec.max_length is None else spec.max_length
+        return lambda v: type(v) is str and shortest <= len(v) <= longest
+    if spec.type == "file_array":
+        fewest, most = spec.items_range()
+        lo, hi = fewest or 0, math.inf if most is None else most
+        return lambda v: (
+            type(v) is list and lo <= len(v) <= hi and all(type(e) is str and e for e in v)
+        )
+    if spec.type == "file":
+        return lambda v: type(v) is str and v != ""
+    return _never
+
+
+def _never(value: Any) -> bool:
+    return False
+
+
+def _bad(spec: ModelInput, value: Any) -> list[Finding]:
+    return [((), f"must be {expected(spec)}, got {show(value)}")]
 
 
 def _number_ok(spec: ModelInput, value: Any) -> bool:
