@@ -1,8 +1,16 @@
 """YAML manifest -> validated, frozen `Manifest` of `Item`s; every problem located.
 
 Every problem found is collected, then raised together as one `ManifestError`; each names
-the file, the line, the place and what was expected, e.g.
-`example.yaml:14 jobs[3].guidanceScale: must be 1.0-10.0, got 12`.
+the file, the line, the place (a job also by its id) and what was expected, e.g.
+`example.yaml:14 jobs[3] (cat-watercolor).guidanceScale: must be 1.0-10.0, got 12`.
+
+Models
+------
+Each item runs on one model (``model:``, top level or per job; default
+``model_flux-kontext-editing``), or on each of ``models:`` (`batch.manifest_models`). Its
+parameters are any inputs that model declares, checked against the declaration
+(`batch.manifest_params`, `batch.model_inputs`); where declarations come from is the
+caller's `ModelSource` (`batch.model_catalog.ModelCatalog`: shipped, cached, fetched).
 
 Bulk jobs
 ---------
@@ -31,8 +39,9 @@ item per prompt; with both, to a prompt x image matrix. All other keys of the jo
           - {id: wc, prompt: Turn it into a watercolor}
           - {id: ink, prompt: Turn it into an ink drawing, seed: 7}   # per-prompt params
 
-Each matched image becomes the item's first reference image; ``referenceImages`` given in
-the job follow it (at most 4 in all). Matches are sorted by path, and a glob or folder
+Each matched image becomes the item's first reference image (the model's first file
+input: kontext's ``referenceImages``); ``referenceImages`` given in the job follow it (at
+most 4 in all). Matches are sorted by path, and a glob or folder
 that matches nothing is an error.
 
 Item ids: ``<job id>-<image stem>`` (``products-cat``) for ``images``,
@@ -71,13 +80,13 @@ from pydantic import ValidationError
 from batch.errors import ManifestError, Problem
 from batch.manifest_bulk import BulkError, find_images, image_keys, sanitize
 from batch.manifest_files import FileChecker
+from batch.manifest_models import MODEL_SEPARATOR, Levels, ModelUse, ModelUses, model_tag
 from batch.manifest_params import ParamsChecker, Resolved, Source
 from batch.manifest_schema import (
     EXPECTED,
     EXPECTED_ENTRY,
     ID_PATTERN,
     KEYS,
-    MODEL_ID_PATTERN,
     Job,
     ManifestModel,
     PromptEntry,
@@ -107,10 +116,8 @@ MAX_URL_CHARS = 2048
 ASSET_ID = re.compile(r"asset_[A-Za-z0-9]+")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ID = re.compile(ID_PATTERN)
-_MODEL_ID = re.compile(MODEL_ID_PATTERN)
 _JOB_KEYS = tuple(KEYS["jobs"])
 _PROMPT_KEYS = tuple(KEYS["prompts"])
-MODEL_SEPARATOR = "--"  # item id = base id + "--" + model tag, for `models:` lists
 # The file layout of the shipped model: fingerprints of such items keep their old shape.
 _KONTEXT_FILES = ("referenceImages",)
 
@@ -283,14 +290,6 @@ def _where(loc: Loc) -> str:
 _show = show  # a value as the user wrote it, short
 
 
-@dataclass(frozen=True, slots=True)
-class _ModelUse:
-    """A model an entry runs on; `tagged` (from a `models:` list) suffixes the item ids."""
-
-    model: str
-    tagged: bool
-
-
 @dataclass(slots=True)
 class _Draft:
     """An item before its id is final."""
@@ -319,7 +318,7 @@ class _Builder:
         self.lines = LineMap(None)
         self.model = DEFAULT_MODEL
         self.specs: dict[str, ModelSpec] = {}
-        self._named: dict[str, list[Loc]] = {}  # model id -> where it is named
+        self.uses = ModelUses(self.problem)
         self._used: dict[str, None] = {}  # models of the items, in order
         self._refs: dict[str, Reference | str] = {}  # raw string -> Reference or problem
         self._reported: set[tuple[Loc, str]] = set()
@@ -391,17 +390,17 @@ class _Builder:
                 self.problem(("output",), "must not contain NUL bytes")
             else:
                 output = Path(os.path.normpath(os.path.join(self.base, top.output)))
-        top_uses, top_params = self._models((), top.model, top.models, shared=True)
+        top_uses, top_params = self.uses.parse((), top.model, top.models, shared=True)
         if top_uses is None:
-            top_uses = [_ModelUse(DEFAULT_MODEL, False)]
+            top_uses = [ModelUse(DEFAULT_MODEL, False)]
         if top_uses:
             self.model = top_uses[0].model
         plans = []
         for index, job in jobs:
-            uses, job_params = self._models(("jobs", index), job.model, job.models)
+            uses, job_params = self.uses.parse(("jobs", index), job.model, job.models)
             plans.append((index, job, top_uses if uses is None else uses, job_params))
-        if not self._named:
-            self._named[self.model] = [("model",)]
+        if not self.uses.named:
+            self.uses.named[self.model] = [("model",)]
         self._resolve_models(top.projectId)
         defaults = None
         if top.defaults:
@@ -409,7 +408,7 @@ class _Builder:
         for index, job, uses, job_params in plans:
             if self.too_many:
                 break
-            self._expand(index, job, uses, _Levels(defaults, top_params, job_params), defaults_ok)
+            self._expand(index, job, uses, Levels(defaults, top_params, job_params), defaults_ok)
         items = self._finish()
         self._raise_if_problems()
         return Manifest(
@@ -424,57 +423,10 @@ class _Builder:
             models=tuple(self._used) or (self.model,),
         )
 
-    def _models(
-        self, prefix: Loc, model: str | None, models: Any, *, shared: bool = False
-    ) -> tuple[list[_ModelUse] | None, dict[str, Source]]:
-        """The models of a level (None: inherited) and its per-model parameters."""
-        if models is None:
-            if model is None:
-                return None, {}
-            self._named.setdefault(model, []).append((*prefix, "model"))
-            return [_ModelUse(model, False)], {}
-        where: Loc = (*prefix, "models")
-        if model is not None:
-            self.problem(where, "give either 'model' or 'models', not both")
-            return [], {}
-        per: dict[str, Source] = {}
-        if isinstance(models, list):
-            names: list[Any] = models
-            locs: list[Loc] = [(*where, k) for k in range(len(models))]
-        elif isinstance(models, dict):
-            names, locs = list(models), [(*where, name) for name in models]
-            for name, params in models.items():
-                if isinstance(params, dict):
-                    per[name] = Source((*where, name), params, shared=shared)
-                elif params is not None:
-                    self.problem((*where, name), "must be a mapping of this model's parameters")
-                    return [], {}
-        else:
-            self.problem(
-                where,
-                "must be a list of model ids, or a mapping of model id to its parameters, "
-                f"got {_show(models)}",
-            )
-            return [], {}
-        if not names:
-            self.problem(where, "must name at least one model, got none")
-            return [], {}
-        ok = True
-        for name, loc in zip(names, locs, strict=True):
-            if not isinstance(name, str) or not _MODEL_ID.fullmatch(name):
-                self.problem(loc, f"must be {EXPECTED['model']}, got {_show(name)}")
-                ok = False
-            elif names.count(name) > 1:
-                self.problem(loc, f"names model {name!r} twice")
-                ok = False
-            else:
-                self._named.setdefault(name, []).append(loc)
-        return ([_ModelUse(name, True) for name in names] if ok else []), per
-
     def _resolve_models(self, project_id: str | None) -> None:
         """Every model's declared inputs (shipped, cached or fetched: one source call)."""
-        found = self.source.resolve(list(self._named), project_id)
-        for model_id, locs in self._named.items():
+        found = self.source.resolve(list(self.uses.named), project_id)
+        for model_id, locs in self.uses.named.items():
             spec = found.get(model_id)
             if isinstance(spec, ModelSpec):
                 self.specs[model_id] = spec
@@ -531,7 +483,7 @@ class _Builder:
 
     # -- jobs -------------------------------------------------------------------------------
     def _expand(
-        self, index: int, job: Job, uses: list[_ModelUse], levels: _Levels, defaults_ok: bool
+        self, index: int, job: Job, uses: list[ModelUse], levels: Levels, defaults_ok: bool
     ) -> None:
         loc: Loc = ("jobs", index)
         if job.id in (".", ".."):
@@ -565,7 +517,7 @@ class _Builder:
             shared = ""
             if tagged and job.id is None:
                 shared = _CANONICAL.encode([s.params for s in levels.shared(own, entry_sources)])
-            drafted: list[tuple[_ModelUse, Resolved, _Files]] = []
+            drafted: list[tuple[ModelUse, Resolved, _Files]] = []
             for use in uses:
                 spec = self.specs.get(use.model)
                 if spec is None:
@@ -673,7 +625,7 @@ class _Builder:
         image: tuple[str, str] | None,
         resolved: Resolved,
         template: _Files,
-        use: _ModelUse,
+        use: ModelUse,
         shared: str,
     ) -> None:
         given, file_inputs = template
@@ -697,7 +649,7 @@ class _Builder:
             resolved.params,
             loc,
             use.model,
-            MODEL_SEPARATOR + _tag(use.model) if use.tagged else "",
+            MODEL_SEPARATOR + model_tag(use.model) if use.tagged else "",
             file_inputs,
         )
         draft.fingerprint = self._fingerprint(draft)
@@ -818,33 +770,6 @@ class _Builder:
                 )
             )
         return tuple(items)
-
-
-@dataclass(frozen=True, slots=True)
-class _Levels:
-    """The parameter levels of a job: which apply to an item, in order (later wins)."""
-
-    defaults: Source | None
-    top: Mapping[str, Source]  # the top level's `models: {m: {...}}`
-    job: Mapping[str, Source]  # the job's `models: {m: {...}}`
-
-    def sources(self, model: str, own: Source, entry: list[Source]) -> list[Source]:
-        found = [own, *entry] if self.defaults is None else [self.defaults, own, *entry]
-        top, job = self.top.get(model), self.job.get(model)
-        if top is not None:
-            found.insert(0 if self.defaults is None else 1, top)
-        if job is not None:
-            found.append(job)
-        return found
-
-    def shared(self, own: Source, entry: list[Source]) -> list[Source]:
-        """The levels every model of the job shares (what names an item across models)."""
-        return [s for s in (self.defaults, own, *entry) if s is not None]
-
-
-def _tag(model: str) -> str:
-    """A model id as an item id suffix: `model_qwen-edit` -> `qwen-edit`."""
-    return model.removeprefix("model_") or model
 
 
 def _stem(references: Sequence[Reference]) -> str:
