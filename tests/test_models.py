@@ -6,19 +6,23 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from batch.cli import main
 from batch.errors import ManifestError
 from batch.ledger import load_state
 from batch.manifest import Manifest, load_manifest
 from batch.model_catalog import ModelCatalog, api_fetcher
+from batch.model_inputs import parse_model
 from batch.simulator import Simulator
-from batch.simulator.models import INPUTS, QWEN, SEEDREAM
+from batch.simulator.models import INPUTS, QWEN, SEEDREAM, model_json, validate_declared
 from tests.pipeline_helpers import (
     api_records,
     assert_outputs_intact,
@@ -86,13 +90,14 @@ async def test_cache_is_refreshed_after_a_day_and_on_demand(
     """A cached declaration older than a day, or --refresh-models, is fetched again."""
     path = write(tmp_path, {"model": QWEN, "jobs": [{"prompt": "p", "image": "asset_a"}]})
     await load(path, catalog(simulator, tmp_path / "c"))
-    later = catalog(simulator, tmp_path / "c", clock=lambda: __import__("time").time() + 86_401)
+    later = catalog(simulator, tmp_path / "c", clock=lambda: time.time() + 86_401)
     await load(path, later)
     refreshed = catalog(simulator, tmp_path / "c", refresh=True)
     await load(path, refreshed)
-    assert (
-        later.fetched == [QWEN] and refreshed.fetched == [QWEN] and len(model_gets(simulator)) == 3
-    )
+    assert later.fetched == [QWEN] and refreshed.fetched == [QWEN]
+    kontext = catalog(simulator, tmp_path / "c", refresh=True)
+    await asyncio.to_thread(kontext.resolve, [KONTEXT])  # the shipped model too, on demand
+    assert kontext.fetched == [KONTEXT] and len(model_gets(simulator)) == 4
 
 
 async def test_stale_cache_serves_when_the_api_cannot_be_reached(
@@ -109,7 +114,7 @@ async def test_stale_cache_serves_when_the_api_cannot_be_reached(
         cache_dir=tmp_path / "c",
         base_url=simulator.base_url,
         fetch=unreachable,
-        clock=lambda: __import__("time").time() + 90_000,
+        clock=lambda: time.time() + 90_000,
     )
     assert (await load(path, stale)).items[0].model == QWEN
     assert "using the last known inputs" in caplog.text
@@ -434,3 +439,56 @@ def test_old_ledger_without_model_loads(tmp_path: Path) -> None:
     (tmp_path / "ledger.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     record = load_state(tmp_path).items["a"]
     assert (record.state, record.model) == ("failed", None)
+
+
+class _SimulatorDeclarations:
+    """The simulator's declarations, read as the API would serve them (no network)."""
+
+    def resolve(self, model_ids: Any, project_id: str | None = None) -> dict[str, Any]:
+        return {
+            m: parse_model({"model": model_json(m, "2025-01-01T00:00:00Z")}, m) for m in model_ids
+        }
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.none(),
+    st.sampled_from([0.5, 1, 2, 4, 0.0, 1.0, "none", ["a"]]),
+    st.booleans(),
+    st.integers(-5, 30),
+    st.floats(-2, 25, allow_nan=False),
+    st.sampled_from(["", "blurry", "x" * 2_001, "watercolor", "sketch", "none"]),
+    st.lists(st.sampled_from(["a", "b", 1]), max_size=6),
+)
+_QWEN_KEYS = ["negativePrompt", "cfgScale", "strength", "numOutputs", "seed"]
+_SEEDREAM_KEYS = ["style", "styleStrength", "enhancePrompt", "tags", "seed"]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    model=st.sampled_from([QWEN, SEEDREAM]),
+    values=st.lists(_VALUES, min_size=5, max_size=5),
+)
+def test_manifest_accepts_exactly_what_the_api_accepts(
+    tmp_path: Path, model: str, values: list[Any]
+) -> None:
+    """For random parameter values, validation passes exactly when the simulator (checking
+    the same declaration its own way) would accept the generate body."""
+    keys = _QWEN_KEYS if model == QWEN else _SEEDREAM_KEYS
+    image = {"image": "asset_a"} if model == QWEN else {"sourceImages": ["asset_a"]}
+    job = {"prompt": "p", **image, **dict(zip(keys, values, strict=True))}
+    path = write(tmp_path, {"model": model, "jobs": [job]})
+    try:
+        item = load_manifest(path, models=_SimulatorDeclarations()).items[0]
+    except ManifestError:
+        accepted = False
+    else:
+        accepted = True
+        body = item.generate_body(["asset_a"])
+        assert set(body) <= {spec["name"] for spec in INPUTS[model]}
+    sent = {k: v for k, v in job.items() if v is not None}
+    _, problems = validate_declared(model, sent, lambda asset_id: True)
+    assert accepted == (not problems), problems
+    event("accepted" if accepted else "refused")
