@@ -54,7 +54,7 @@ T = TypeVar("T")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scenario-batch",
-        description="Bulk Flux Kontext image edits on Scenario from a YAML manifest.",
+        description="Bulk image edits on Scenario (Flux Kontext or any model) from a manifest.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -666,8 +666,10 @@ class _Builder:
         layout: list[tuple[str, int, bool]] = []
         references: list[Reference] = []
         for declared in spec.file_inputs:
-            refs = [self._reference(raw) for raw in resolved.files.get(declared.name, ())]
-            count = len(refs) + (1 if bulk and declared is spec.image_input else 0)
+            raws = resolved.files.get(declared.name, ())
+            count = len(raws) + (1 if bulk and declared is spec.image_input else 0)
+            if not count:
+                continue
             high = declared.items_range()[1]
             if bulk and declared.type == "file_array" and high is not None and count > high:
                 self.problem(
@@ -675,9 +677,11 @@ class _Builder:
                     f"must be at most {high} images including the bulk image, got {count}",
                 )
                 return None
-            if count:
-                layout.append((declared.name, count, declared.type == "file_array"))
-                references.extend(r for r in refs if isinstance(r, Reference))
+            layout.append((declared.name, count, declared.type == "file_array"))
+            for raw in raws:
+                ref = self._reference(raw)
+                if isinstance(ref, Reference):  # always: the checks passed
+                    references.append(ref)
         key = tuple(layout)
         return tuple(references), self._layouts.setdefault(key, key)
 

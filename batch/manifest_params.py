@@ -27,7 +27,7 @@ Loc = tuple[str | int, ...]
 Report = Callable[[Loc, str], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per job of a 100,000-job manifest, made cheaply
 class Source:
     """One level's parameters: where they are written, and which keys that level also takes
     (for "did you mean" among them)."""
@@ -93,7 +93,8 @@ class ParamsChecker:
                 ok = False
         if check_required and ok:  # a misspelt key would also read as a missing one
             ok = self._check_required(spec, merged, job_loc, entry_loc, bulk) and ok
-        for name, message in pair_problems(spec, merged) if ok and spec.pairs else ():
+        paired = ok and any(merged.get(scales) is not None for _, scales, _ in spec.pairs)
+        for name, message in pair_problems(spec, merged) if paired else ():
             self._report((*_origin(sources, name), name), message)
             ok = False
         if not ok:
