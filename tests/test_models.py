@@ -194,41 +194,52 @@ async def test_unknown_model_is_exit_2_naming_it(
     assert posts(scenario_env) == [] and model_gets(scenario_env) == ["/v1/models/model_nope"]
 
 
+_Q = (QWEN, {"image": "images/img0000.png"})
+_S = (SEEDREAM, {"sourceImages": ["images/img0000.png"]})
 BAD_PARAMETERS = [
-    ("{promt: x}", "jobs[0] (j).promt", "unknown key 'promt'; did you mean 'prompt'?"),
-    ("{strength: 2}", "jobs[0] (j).strength", "must be 0.0-1.0, got 2"),
-    ("{strength: 'high'}", "jobs[0] (j).strength", "must be 0.0-1.0, got 'high'"),
-    ("{numOutputs: 3}", "jobs[0] (j).numOutputs", "must be an integer 1-2, got 3"),
-    ("{seed: 1.5}", "jobs[0] (j).seed", "must be an integer 0-2147483647, got 1.5"),
-    ("{prompt: 'xxx'}", None, None),  # valid: a control
-    ("{negativePrompt: blurry}", "jobs[0] (j)", "missing key 'cfgScale', required when"),
-    ("{prompt: null}", "jobs[0] (j)", "missing required key 'prompt'"),
-    ("{image: [asset_a]}", "jobs[0] (j).image", "must be one image"),
-    ("{image: 'http://x.com/a.png'}", "jobs[0] (j).image", "plain http is refused"),
-    ("{image: null}", "jobs[0] (j)", "needs image (an image to edit), got none"),
+    (_Q, "{promt: x}", "jobs[0] (j).promt", "unknown key 'promt'; did you mean 'prompt'?"),
+    (_Q, "{strength: 2}", "jobs[0] (j).strength", "must be 0.0-1.0, got 2"),
+    (_Q, "{strength: 'high'}", "jobs[0] (j).strength", "must be 0.0-1.0, got 'high'"),
+    (_Q, "{numOutputs: 3}", "jobs[0] (j).numOutputs", "must be an integer 1-2, got 3"),
+    (_Q, "{seed: 1.5}", "jobs[0] (j).seed", "must be an integer 0-2147483647, got 1.5"),
+    (_Q, "{prompt: 'xxx'}", None, None),  # valid: a control
+    (_Q, "{negativePrompt: blurry}", "jobs[0] (j)", "missing key 'cfgScale', required when"),
+    (_Q, "{prompt: null}", "jobs[0] (j)", "missing required key 'prompt'"),
+    (_Q, "{image: [asset_a]}", "jobs[0] (j).image", "must be one image"),
+    (_Q, "{image: 'http://x.com/a.png'}", "jobs[0] (j).image", "plain http is refused"),
+    (_Q, "{image: null}", "jobs[0] (j)", "needs image (an image to edit), got none"),
+    (_S, "{style: oil}", "jobs[0] (j).style", "must be one of none, watercolor, sketch"),
+    (_S, "{style: sketch}", "jobs[0] (j)", "missing key 'styleStrength', required when style"),
+    (_S, "{prompt: " + "x" * 4001 + "}", "jobs[0] (j).prompt", "got 4,001 characters"),
+    (_S, "{sourceImages: [a, b, c, d]}", "jobs[0] (j).sourceImages", "a list of 1-3 images"),
+    (_S, "{tags: [a, b, c, d, e, f]}", "jobs[0] (j).tags", "a list of <= 5 strings"),
+    (_S, "{tags: [a, 7]}", "jobs[0] (j).tags[1]", "must be a string, got 7"),
+    (_S, "{enhancePrompt: 1}", "jobs[0] (j).enhancePrompt", "must be true or false, got 1"),
 ]
 
 
-@pytest.mark.parametrize(("override", "where", "message"), BAD_PARAMETERS)
+@pytest.mark.parametrize(("model", "override", "where", "message"), BAD_PARAMETERS)
 async def test_bad_parameters_are_exit_2_and_nothing_spent(
     scenario_env: Simulator,
     tmp_path: Path,
     images: Path,
     capsys: pytest.CaptureFixture[str],
+    model: tuple[str, dict[str, Any]],
     override: str,
     where: str | None,
     message: str | None,
 ) -> None:
-    """Each rule of a declared input is checked before anything is sent (qwen: one `image`)."""
-    job = {"id": "j", "prompt": "p", "image": "images/img0000.png", **yaml.safe_load(override)}
-    path = write(tmp_path, {"model": QWEN, "output": "out", "jobs": [job]})
-    code = await asyncio.to_thread(main, ["run", str(path), "--dry-run"])
+    """Each rule of a declared input is checked before anything is sent: exit 2, no POST."""
+    model_id, image = model
+    job = {"id": "j", "prompt": "p", **image, **yaml.safe_load(override)}
+    path = write(tmp_path, {"model": model_id, "output": "out", "jobs": [job]})
+    code = await asyncio.to_thread(main, ["run", str(path), "-q"])
     error = capsys.readouterr().err
     if where is None:
-        assert code == 0
+        assert code == 0 and len(scenario_env.jobs) == 1
         return
     assert code == 2 and f" {where}: " in error and message in error, error
-    assert posts(scenario_env) == []
+    assert posts(scenario_env) == [] and not scenario_env.jobs
 
 
 async def test_every_problem_at_once_for_a_multi_image_model(
