@@ -220,8 +220,9 @@ def _fold(item: ItemRecord, record: Mapping[str, Any], ts: Any, ts_str: str | No
         item.prompt = record["prompt"]
     if "references" in record:
         item.references = list(record["references"])
-    if "model" in record:
-        item.model = record["model"]
+    model = record.get("model")
+    if isinstance(model, str):
+        item.model = model
 
 
 _READ_CHUNK: Final = 1 << 20  # 1 MiB: whole lines are split out of each block at once

@@ -231,6 +231,8 @@ def unknown_key(key: str, spec: ModelSpec, structural: Sequence[str]) -> str:
     close = close or [n for n in names if n.lower() == key.lower()]
     if close:
         return f"unknown key {key!r}; did you mean {close[0]!r}?"
+    if not spec.by_name:
+        return f"unknown key {key!r}: {spec.model_id} declares no inputs (not a custom model?)"
     return f"unknown key {key!r}: not an input of {spec.model_id} (its inputs: " + (
         ", ".join(spec.by_name) + ")"
     )

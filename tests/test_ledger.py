@@ -184,6 +184,8 @@ def _reference_fold(item: ItemRecord, record: dict[str, Any], ts: Any) -> None:
             setattr(item, name, record[name])
     if "references" in record:
         item.references = list(record["references"])
+    if isinstance(record.get("model"), str):
+        item.model = record["model"]
 
 
 # Odd values on purpose: non-string ts and states, NaN and huge exponents (json accepts what
@@ -216,6 +218,7 @@ _item = st.fixed_dictionaries(
             _scalars,
         ),
         "submittedAt": _scalars,
+        "model": st.one_of(st.sampled_from(["model_a", "model_b"]), _scalars),
         "notCreated": _scalars,
         "jobId": st.one_of(st.sampled_from(["j1", "j2", "j3"]), _scalars),
         "assetIds": st.lists(_texts, max_size=2),

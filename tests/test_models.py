@@ -32,6 +32,7 @@ from tests.pipeline_helpers import (
 )
 
 KONTEXT = "model_flux-kontext-editing"
+EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "compare-models.yaml"
 
 
 def write(folder: Path, manifest: dict[str, Any]) -> Path:
@@ -503,3 +504,12 @@ def test_manifest_accepts_exactly_what_the_api_accepts(
     _, problems = validate_declared(model, sent, lambda asset_id: True)
     assert accepted == (not problems), problems
     event("accepted" if accepted else "refused")
+
+
+async def test_the_shipped_comparison_example_validates(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """configs/compare-models.yaml is valid against the simulator's models: 3 images x 2."""
+    manifest = await load(EXAMPLE, catalog(simulator, tmp_path / "c"))
+    assert len(manifest.items) == 6 and manifest.models == (KONTEXT, QWEN)
+    assert manifest.items[1].id == "snow-apple--qwen-image-edit"
