@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batch.errors import UsageError
-from batch.ledger import LEDGER_NAME, load_state
+from batch.ledger import LEDGER_NAME, LedgerState, load_state
 
 ORDER = ("succeeded", "failed", "submitted", "submitting", "planned")
 
@@ -42,6 +42,7 @@ def render_status(directories: Sequence[Path]) -> str:
     lines.append(f"  cost        {spent:g} compute units")
     if first and last:
         lines.append(f"  time        {first} .. {last} ({_duration(first, last)})")
+    lines.extend(_per_model(states))
     torn = sum(s.torn_lines for s in states)
     if torn:
         lines.append(f"  note        {torn} unreadable ledger line(s) ignored (a run was killed)")
@@ -50,6 +51,26 @@ def render_status(directories: Sequence[Path]) -> str:
         for item_id, error, hint in sorted(failures):
             lines.append(f"  {item_id}: {error}" + (f" (hint: {hint})" if hint else ""))
     return "\n".join(lines)
+
+
+def _per_model(states: Sequence[LedgerState]) -> list[str]:
+    """With several models (`models:`), a line per model: its items by state and its cost.
+    Items of ledgers older than `models:` record no model and are left out."""
+    counts: dict[str, dict[str, int]] = {}
+    spent: dict[str, float] = {}
+    for state in states:
+        for record in state.items.values():
+            if record.model is not None:
+                per = counts.setdefault(record.model, {})
+                per[record.state] = per.get(record.state, 0) + 1
+                spent[record.model] = spent.get(record.model, 0.0) + record.spent
+    if len(counts) < 2:
+        return []
+    lines = ["per model:"]
+    for model, per in sorted(counts.items()):
+        shown = ", ".join(f"{per[name]} {name}" for name in ORDER if per.get(name))
+        lines.append(f"  {model}: {shown}; {spent[model]:g} compute units")
+    return lines
 
 
 def _duration(first: str, last: str) -> str:

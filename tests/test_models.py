@@ -417,7 +417,7 @@ async def test_two_model_matrix_runs_and_resumes(
     scenario_env: Simulator, tmp_path: Path, images: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A two-model matrix makes one job per item and model, prices per model in a dry run,
-    and a rerun pays for nothing."""
+    a rerun pays for nothing, and status sums each model."""
     path = write(
         tmp_path,
         {
@@ -440,6 +440,10 @@ async def test_two_model_matrix_runs_and_resumes(
     assert await asyncio.to_thread(main, ["run", str(path), "-q"]) == 0
     assert len([r for r in scenario_env.generate_calls() if r.status == 200]) == 6
     assert "6/6 succeeded" in capsys.readouterr().out
+    assert main(["status", str(tmp_path / "out")]) == 0
+    status = capsys.readouterr().out
+    assert f"{KONTEXT}: 3 succeeded; 15 compute units" in status
+    assert f"{QWEN}: 3 succeeded; 9 compute units" in status
 
 
 def test_old_ledger_without_model_loads(tmp_path: Path) -> None:
