@@ -517,3 +517,40 @@ async def test_the_shipped_comparison_example_validates(
     manifest = await load(EXAMPLE, catalog(simulator, tmp_path / "c"))
     assert len(manifest.items) == 6 and manifest.models == (KONTEXT, QWEN)
     assert manifest.items[1].id == "snow-apple--qwen-image-edit"
+
+
+class _Declared:
+    """A model declared inline (no network), as the API would declare it."""
+
+    def __init__(self, model_id: str, inputs: list[dict[str, Any]]) -> None:
+        self.spec = parse_model({"model": {"id": model_id, "inputs": inputs}}, model_id)
+
+    def resolve(self, model_ids: Any, project_id: str | None = None) -> dict[str, Any]:
+        return {m: self.spec if m == self.spec.model_id else f"unknown {m}" for m in model_ids}
+
+
+def test_an_input_named_like_a_manifest_key_goes_in_a_per_model_mapping(tmp_path: Path) -> None:
+    """A model whose image input is called `images` takes it from `models: {m: {images: ...}}`;
+    in the job, `images:` stays the bulk form and feeds that same input."""
+    source = _Declared(
+        "model_x",
+        [
+            {"name": "images", "type": "file_array", "max": 2, "required": {"always": True}},
+            {"name": "prompt", "type": "string"},
+        ],
+    )
+    write_images(tmp_path / "pics", 2)
+    path = write(
+        tmp_path,
+        {
+            "models": {"model_x": {"images": ["asset_a"]}},
+            "jobs": [{"id": "j", "prompt": "p"}, {"id": "b", "prompt": "p", "images": "pics"}],
+        },
+    )
+    items = load_manifest(path, models=source).items
+    assert items[0].generate_body(["asset_a"]) == {"images": ["asset_a"], "prompt": "p"}
+    assert [i.id for i in items] == ["j--x", "b-img0000--x", "b-img0001--x"]
+    assert items[1].generate_body(["asset_1", "asset_a"]) == {
+        "images": ["asset_1", "asset_a"],
+        "prompt": "p",
+    }
