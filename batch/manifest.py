@@ -92,7 +92,7 @@ from batch.manifest_schema import (
     PromptEntry,
     manifest_json_schema,
 )
-from batch.model_inputs import BUILTIN, KONTEXT, ModelSpec, show
+from batch.model_inputs import BUILTIN, KONTEXT, ModelInput, ModelSpec, show
 from batch.yaml_lines import LineMap, YamlError, load_yaml
 
 if TYPE_CHECKING:
@@ -323,6 +323,7 @@ class _Builder:
         self._refs: dict[str, Reference | str] = {}  # raw string -> Reference or problem
         self._reported: set[tuple[Loc, str]] = set()
         self._relpaths: dict[str, str] = {}
+        self._sizes: dict[str, int] = {}
         self._splits: dict[tuple[tuple[str, int, bool], ...], list[list[Any]]] = {}
         self._layouts: dict[
             tuple[tuple[str, int, bool], ...], tuple[tuple[str, int, bool], ...]
@@ -524,7 +525,9 @@ class _Builder:
                     continue  # unknown model: reported where it is named
                 sources = levels.sources(use.model, own, entry_sources)
                 resolved = self.checker.resolve(spec, sources, loc, ploc, bulk, defaults_ok)
-                files = None if resolved is None else self._files(loc, spec, resolved, bulk)
+                files = None
+                if resolved is not None:
+                    files = self._files(loc, spec, resolved, [i for i in images if i is not None])
                 if resolved is not None and files is not None:
                     drafted.append((use, resolved, files))
             for image in images:  # an input's models side by side
@@ -660,9 +663,33 @@ class _Builder:
         self._used.setdefault(use.model)
         self.drafts.append(draft)
 
-    def _files(self, loc: Loc, spec: ModelSpec, resolved: Resolved, bulk: bool) -> _Files | None:
+    def _fits(self, declared: ModelInput, path: str | None) -> bool:
+        """Whether a local file is within the input's declared `maxSize` (None: not local)."""
+        if declared.max_size is None or path is None or self.files is None:
+            return True
+        size = self._sizes.get(path)
+        if size is None:
+            try:
+                size = self._sizes[path] = os.stat(path).st_size
+            except OSError:
+                return True  # reported by the file checks
+        return size <= declared.max_size
+
+    def _size_problem(self, declared: ModelInput, ref: Reference) -> str:
+        size = self._sizes.get(ref.value, 0)
+        return f"takes files of at most {declared.max_size:,.0f} bytes, got {size:,}: {ref.value}"
+
+    def _files(
+        self,
+        loc: Loc,
+        spec: ModelSpec,
+        resolved: Resolved,
+        images: list[tuple[str, str]],
+    ) -> _Files | None:
         """The references an entry gives and how they split over the model's file inputs;
-        with `bulk`, one more image goes first, into the image input (its first file input)."""
+        with bulk `images`, one more image goes first, into the image input (its first file
+        input). Local files are held to the inputs' declared `maxSize`."""
+        bulk = bool(images)
         layout: list[tuple[str, int, bool]] = []
         references: list[Reference] = []
         for declared in spec.file_inputs:
@@ -682,6 +709,17 @@ class _Builder:
                 ref = self._reference(raw)
                 if isinstance(ref, Reference):  # always: the checks passed
                     references.append(ref)
+                    if not self._fits(declared, ref.value if ref.kind == "file" else None):
+                        self.problem((*loc, declared.name), self._size_problem(declared, ref))
+                        return None
+        image = spec.image_input
+        if bulk and image is not None and image.max_size is not None:
+            for path, _ in images:
+                if not self._fits(image, path):
+                    self.problem(
+                        (*loc, "images"), self._size_problem(image, Reference("file", path))
+                    )
+                    return None
         key = tuple(layout)
         return tuple(references), self._layouts.setdefault(key, key)
 

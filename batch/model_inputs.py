@@ -6,7 +6,8 @@ Shapes follow scenario-sdk's `ModelRetrieveResponse` (`ModelInput`, `ModelInputR
 the number of items; `minLength`/`maxLength` bound strings and model ids in characters,
 and for `string_array`/`model_array` the number of items. No input is required unless a
 `required` rule says so; a `conditional` rule without an operator reads as `or` (the
-stricter reading: any one condition makes the input required). A model's
+stricter reading: any one condition makes the input required). `maxSize` (bytes) bounds
+a file input's files (checked by the manifest on local files). A model's
 `uiConfig.lorasComponent` pairs a `model_array` with a `number_array` of equal length.
 
 Checks are pure and cheap: each message is `must be <expected>, got <value>` located by a
@@ -73,6 +74,7 @@ class ModelInput:
     default: Any = None
     required: Required = field(default_factory=Required)
     kind: str | None = None
+    max_size: float | None = None  # bytes, for file inputs
     # Derived once (checks run per job of a 100,000-job manifest).
     is_file: bool = field(init=False, compare=False)
     is_integer: bool = field(init=False, compare=False)  # a number stepped by whole numbers
@@ -156,6 +158,7 @@ def _parse_input(model_id: str, raw: Any) -> ModelInput:
         default=raw.get("default"),
         required=_parse_required(raw.get("required")),
         kind=raw.get("kind") if isinstance(raw.get("kind"), str) else None,
+        max_size=_number(raw.get("maxSize")),
     )
 
 

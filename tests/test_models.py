@@ -554,3 +554,20 @@ def test_an_input_named_like_a_manifest_key_goes_in_a_per_model_mapping(tmp_path
         "images": ["asset_1", "asset_a"],
         "prompt": "p",
     }
+
+
+def test_local_files_are_held_to_the_declared_max_size(tmp_path: Path) -> None:
+    """A local file over a file input's `maxSize` is refused before any upload, given
+    directly or through `images:`."""
+    source = _Declared(
+        "model_small",
+        [{"name": "image", "type": "file", "maxSize": 100, "required": {"always": True}}],
+    )
+    pictures = write_images(tmp_path / "pics", 1, size=(64, 64))
+    assert pictures[0].stat().st_size > 100
+    for job in ({"image": "pics/img0000.png"}, {"images": "pics"}):
+        path = write(tmp_path, {"model": "model_small", "jobs": [{"id": "j", **job}]})
+        with pytest.raises(ManifestError, match="takes files of at most 100 bytes"):
+            load_manifest(path, models=source)
+    path = write(tmp_path, {"model": "model_small", "jobs": [{"id": "j", "image": "asset_a"}]})
+    assert load_manifest(path, models=source).items[0].references[0].kind == "asset"
