@@ -324,7 +324,7 @@ class _Builder:
         self._reported: set[tuple[Loc, str]] = set()
         self._relpaths: dict[str, str] = {}
         self._sizes: dict[str, int] = {}
-        self._splits: dict[tuple[tuple[str, int, bool], ...], list[list[Any]]] = {}
+        self._splits: dict[tuple[tuple[str, int, bool], ...], bool] = {}
         self._layouts: dict[
             tuple[tuple[str, int, bool], ...], tuple[tuple[str, int, bool], ...]
         ] = {}
@@ -724,27 +724,31 @@ class _Builder:
         return tuple(references), self._layouts.setdefault(key, key)
 
     def _fingerprint(self, draft: _Draft) -> str:
-        refs = [
+        flat = [
             [r.kind, self._relpath(r.value) if r.kind == "file" else r.value]
             for r in draft.references
         ]
+        refs: list[list[str]] | dict[str, list[list[str]]] = flat
+        split = self._splits.get(draft.file_inputs)
+        if split is None:
+            names = tuple(name for name, _, _ in draft.file_inputs)
+            split = self._splits[draft.file_inputs] = names not in ((), _KONTEXT_FILES)
+        if split:
+            # Other file inputs than referenceImages: the images of each input, by name (the
+            # order the model declares its inputs in is not part of the inputs). Items of the
+            # shipped model keep the fingerprint they always had.
+            by_input: dict[str, list[list[str]]] = {}
+            start = 0
+            for name, count, _ in draft.file_inputs:
+                by_input[name] = flat[start : start + count]
+                start += count
+            refs = by_input
         canonical = {
             "model": draft.model,
             "prompt": draft.prompt,
             "references": refs,
             "params": draft.params,
         }
-        split = self._splits.get(draft.file_inputs)
-        if split is None:
-            # Other file inputs than referenceImages: which images go where is part of the
-            # inputs. (Items of the shipped model keep the fingerprint they always had.)
-            names = tuple(name for name, _, _ in draft.file_inputs)
-            split = (
-                [] if names in ((), _KONTEXT_FILES) else [list(f[:2]) for f in draft.file_inputs]
-            )
-            self._splits[draft.file_inputs] = split
-        if split:
-            canonical["files"] = split
         text = _CANONICAL.encode(canonical)
         return hashlib.sha256(text.encode()).hexdigest()
 

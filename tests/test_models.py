@@ -571,3 +571,24 @@ def test_local_files_are_held_to_the_declared_max_size(tmp_path: Path) -> None:
             load_manifest(path, models=source)
     path = write(tmp_path, {"model": "model_small", "jobs": [{"id": "j", "image": "asset_a"}]})
     assert load_manifest(path, models=source).items[0].references[0].kind == "asset"
+
+
+def test_fingerprint_survives_a_reordered_declaration(tmp_path: Path) -> None:
+    """Which image goes to which input is part of an item's inputs; the order the model
+    declares its inputs in is not (a resume after such a change pays nothing again)."""
+    image = {"name": "image", "type": "file", "required": {"always": True}}
+    mask = {"name": "mask", "type": "file"}
+    prompt = {"name": "prompt", "type": "string"}
+    job = {"id": "j", "prompt": "p", "image": "asset_a", "mask": "asset_b"}
+    path = write(tmp_path, {"model": "model_m", "jobs": [job]})
+    first = load_manifest(path, models=_Declared("model_m", [image, mask, prompt])).items[0]
+    second = load_manifest(path, models=_Declared("model_m", [prompt, mask, image])).items[0]
+    assert first.fingerprint == second.fingerprint
+    assert first.generate_body(["asset_a", "asset_b"]) == second.generate_body(
+        ["asset_b", "asset_a"]
+    )
+    swapped = write(
+        tmp_path, {"model": "model_m", "jobs": [{**job, "mask": "asset_a", "image": "asset_b"}]}
+    )
+    third = load_manifest(swapped, models=_Declared("model_m", [image, mask, prompt])).items[0]
+    assert third.fingerprint != first.fingerprint
