@@ -74,9 +74,11 @@ class ParamsChecker:
                 ok = self._check_shared(spec, source) and ok
             else:
                 ok = self._check_params(spec, source) and ok
-            for key, value in source.params.items():
-                if value is not None:
-                    merged[key] = value
+            values = source.params
+            if None in values.values():  # null: not given, the level below still applies
+                merged.update((k, v) for k, v in values.items() if v is not None)
+            else:
+                merged.update(values)
         image = spec.image_input
         if bulk:
             if image is None:
@@ -147,20 +149,17 @@ class ParamsChecker:
         return ok
 
     def _check_files(self, declared: ModelInput, loc: Loc, value: Any) -> bool:
-        ok = True
-        raws = list(value) if isinstance(value, list | tuple) else [value]
-        for index, raw in enumerate(raws):
-            trouble = self._classify(raw)
+        classify = self._classify
+        if declared.type == "file":
+            trouble = classify(value)
             if trouble is not None:
-                where = (
-                    (*loc, declared.name, index)
-                    if declared.type == "file_array"
-                    else (
-                        *loc,
-                        declared.name,
-                    )
-                )
-                self._report(where, trouble)
+                self._report((*loc, declared.name), trouble)
+            return trouble is None
+        ok = True
+        for index, raw in enumerate(value):
+            trouble = classify(raw)
+            if trouble is not None:
+                self._report((*loc, declared.name, index), trouble)
                 ok = False
         return ok
 
