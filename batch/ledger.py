@@ -99,6 +99,10 @@ class ItemRecord:
     first_ts: str | None = None
     last_ts: str | None = None
     model: str | None = None  # from `planned`; None in ledgers older than `models:`
+    # The inputs as the manifest gave them (`inputs` of a `planned` record): what a dataset
+    # made of the outputs needs. None/empty in ledgers written before they were recorded.
+    params: dict[str, Any] | None = None  # every generate input but prompt and references
+    sources: list[str] = field(default_factory=list)  # file paths, asset ids, URLs
 
     @property
     def is_final(self) -> bool:
@@ -179,11 +183,11 @@ def _fold(item: ItemRecord, record: Mapping[str, Any], ts: Any, ts_str: str | No
 
     Fields are tested in a fixed order, so that later ones override earlier ones (a
     `submitting` clears `error`, which the same record may then set)."""
-    if ts_str is not None:
+    state = record.get("state")
+    if ts_str is not None and state is not None:  # a record without a state only annotates
         if not item.first_ts:
             item.first_ts = ts_str
         item.last_ts = ts_str
-    state = record.get("state")
     if isinstance(state, str):
         item.state = state
         if state == "submitting":
@@ -223,6 +227,15 @@ def _fold(item: ItemRecord, record: Mapping[str, Any], ts: Any, ts_str: str | No
     model = record.get("model")
     if isinstance(model, str):
         item.model = model
+    inputs = record.get("inputs")
+    if isinstance(inputs, dict):
+        _fold_inputs(item, inputs)
+
+
+def _fold_inputs(item: ItemRecord, inputs: Mapping[str, Any]) -> None:
+    params, sources = inputs.get("params"), inputs.get("sources")
+    item.params = params if isinstance(params, dict) else None
+    item.sources = [s for s in sources if isinstance(s, str)] if isinstance(sources, list) else []
 
 
 _READ_CHUNK: Final = 1 << 20  # 1 MiB: whole lines are split out of each block at once
@@ -359,7 +372,7 @@ def write_snapshot(directory: Path, *, live: bool = False) -> None:
 
 
 SNAPSHOT_NAME: Final = "ledger.snapshot.json"
-_SNAPSHOT_VERSION: Final = 1
+_SNAPSHOT_VERSION: Final = 2  # 2: items carry their inputs
 _TAIL_CHECK: Final = 1 << 16
 
 
@@ -477,7 +490,7 @@ def _to_row(r: ItemRecord) -> list[Any]:
     return [
         *(r.id, r.fp, r.state, r.attempts, r.job_id, r.submitted_at, r.job_ids, r.asset_ids),
         *(files, r.cost, r.spent, r.error, r.hint, r.prompt, r.references, r.first_ts, r.last_ts),
-        r.model,
+        *(r.model, r.params, r.sources),
     ]
 
 

@@ -41,6 +41,7 @@ from batch.errors import (
 from batch.estimate import CostBook, Estimate, estimate_items
 from batch.ledger import DirectoryLock, ItemRecord, LedgerState, LedgerWriter, load_state, utc_now
 from batch.manifest import Item, Manifest
+from batch.metadata import METADATA_NAME, write_metadata
 from batch.outputs import fetch_output, remove_stale_temps
 from batch.poller import Finished, Poller, PollPolicy, parse_time
 from batch.progress import Progress, SilentProgress
@@ -168,6 +169,7 @@ class Run:
         self.summary.removed = sorted(set(self.state.items) - {i.id for i in in_scope})
         todo = list(self._plan(items))
         await self._record_planned([item for item, record in todo if record is None])
+        await self._record_missing_inputs(items)
         self.progress.start(total=len(items), done=self.summary.skipped)
         try:
             async with asyncio.TaskGroup() as group:
@@ -561,12 +563,37 @@ class Run:
                     "state": "planned",
                     "prompt": item.prompt,
                     "model": item.model,
+                    "inputs": item_inputs(item),
                 }
                 for item in items[start : start + PLANNED_BATCH]
             ]
-            await asyncio.to_thread(self.writer.append_many, records)
-            for record in records:
-                self.state.apply(record)
+            await self._append_batch(records)
+
+    async def _record_missing_inputs(self, items: list[Item]) -> None:
+        """Items of a ledger written before `planned` carried the inputs get them now, in a
+        record without a state (it changes nothing else): `export` needs them."""
+        missing = []
+        for item in items:
+            record = self.state.items.get(item.id)
+            if record is not None and record.fp == item.fingerprint and record.params is None:
+                missing.append(item)
+        for start in range(0, len(missing), PLANNED_BATCH):
+            records = [
+                {
+                    "type": "item",
+                    "id": item.id,
+                    "fp": item.fingerprint,
+                    "model": item.model,
+                    "inputs": item_inputs(item),
+                }
+                for item in missing[start : start + PLANNED_BATCH]
+            ]
+            await self._append_batch(records)
+
+    async def _append_batch(self, records: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self.writer.append_many, records)
+        for record in records:
+            self.state.apply(record)
 
     async def _record(self, item: Item, **fields: Any) -> None:
         await self._record_soon(item, **fields)
@@ -616,6 +643,14 @@ def _decisive(group: BaseExceptionGroup[BaseException]) -> BaseException:
             if isinstance(leaf, kind):
                 return leaf
     return leaves[0] if len(leaves) == 1 else group
+
+
+def item_inputs(item: Item) -> dict[str, Any]:
+    """What the ledger keeps of an item's inputs besides its prompt and model (`planned`)."""
+    return {
+        "params": dict(item.params),
+        "sources": [reference.value for reference in item.references],
+    }
 
 
 def _every_record(state: LedgerState) -> Iterator[ItemRecord]:
@@ -701,7 +736,7 @@ async def run_manifest(
             return summary
         finally:
             writer.close()
-            _write_report(out_dir, manifest)
+            _write_views(out_dir, manifest)
     finally:
         lock.release()
 
@@ -743,10 +778,20 @@ class _LongLivedHeap:
 _long_lived_heap = _LongLivedHeap()
 
 
-def _write_report(out_dir: Path, manifest: Manifest) -> None:
-    """The report is a convenience: failing to write it never fails the run."""
+def _write_views(out_dir: Path, manifest: Manifest) -> None:
+    """report.html and metadata.jsonl are views of the ledger: failing to write them never
+    fails the run (the next run writes them again)."""
     try:
-        write_report(out_dir, manifest)
+        state = load_state(out_dir)
+    except Exception as exc:
+        log.warning("could not read the ledger for report.html and %s: %s", METADATA_NAME, exc)
+        return
+    try:
+        write_metadata(out_dir, state)
+    except Exception as exc:
+        log.warning("could not write %s: %s", METADATA_NAME, exc)
+    try:
+        write_report(out_dir, manifest, state=state)
     except Exception as exc:
         log.warning("could not write report.html: %s", exc)
 

@@ -65,12 +65,15 @@ def write_report(
     *,
     title: str | None = None,
     thumbnail_budget_s: float = DEFAULT_BUDGET_S,
+    state: LedgerState | None = None,
 ) -> Path:
-    """Write `out_dir/report.html` from the ledger (and the manifest, if given); return its path.
+    """Write `out_dir/report.html` from the ledger (`state`: already loaded) and the
+    manifest, if given; return its path.
 
     Blocking file work (thumbnails on first use): call it via `asyncio.to_thread` from a loop.
     """
-    state = load_state(out_dir)
+    if state is None:
+        state = load_state(out_dir)
     outputs = OutputPaths(out_dir)
     thumbs = Thumbnails(out_dir)
     with gc_paused():  # hundreds of thousands of young objects, no cycles

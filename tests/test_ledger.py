@@ -149,10 +149,10 @@ def _reference_replay(data: bytes) -> LedgerState:
 
 
 def _reference_fold(item: ItemRecord, record: dict[str, Any], ts: Any) -> None:
-    if isinstance(ts, str):
+    state = record.get("state")
+    if isinstance(ts, str) and state is not None:
         item.first_ts = item.first_ts or ts
         item.last_ts = ts
-    state = record.get("state")
     if isinstance(state, str):
         item.state = state
     if state == "submitting":
@@ -186,6 +186,13 @@ def _reference_fold(item: ItemRecord, record: dict[str, Any], ts: Any) -> None:
         item.references = list(record["references"])
     if isinstance(record.get("model"), str):
         item.model = record["model"]
+    inputs = record.get("inputs")
+    if isinstance(inputs, dict):
+        params, sources = inputs.get("params"), inputs.get("sources")
+        item.params = params if isinstance(params, dict) else None
+        item.sources = (
+            [s for s in sources if isinstance(s, str)] if isinstance(sources, list) else []
+        )
 
 
 # Odd values on purpose: non-string ts and states, NaN and huge exponents (json accepts what
@@ -228,6 +235,16 @@ _item = st.fixed_dictionaries(
         "hint": _scalars,
         "prompt": _scalars,
         "references": st.lists(_scalars, max_size=2),
+        "inputs": st.one_of(
+            _scalars,
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "params": st.one_of(_scalars, st.dictionaries(_texts, _scalars, max_size=2)),
+                    "sources": st.one_of(_scalars, st.lists(_scalars, max_size=2)),
+                },
+            ),
+        ),
     },
 )
 _other = st.one_of(
