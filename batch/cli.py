@@ -28,6 +28,7 @@ from batch.errors import (
     UnusableOutputError,
     UsageError,
 )
+from batch.export import export_pairs
 from batch.ledger import LEDGER_NAME, load_state
 from batch.logs import configure_logging
 from batch.manifest import load_manifest
@@ -138,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("out", type=Path, nargs="+")
     _add_log_options(status)
 
+    export = commands.add_parser("export", help="write a directory's outputs as a dataset")
+    export.add_argument("out", type=Path, help="an output directory of a run")
+    export.add_argument(
+        "--pairs",
+        type=Path,
+        required=True,
+        metavar="DEST",
+        help="write (source, edited, instruction) pairs as a dataset at DEST, a new or "
+        "empty directory outside OUT, for datasets.load_dataset(DEST)",
+    )
+    _add_log_options(export)
+
     add_simulate_parser(commands)
     simulate = commands.choices["simulate"]
     _add_log_options(simulate)
@@ -170,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "export":
+            return _export(args)
         if args.command == "init":
             path = write_starter_manifest(args.folder, args.prompt, args.manifest, args.force)
             print(f"wrote {path}; check it with: scenario-batch validate {path}")
@@ -202,6 +217,30 @@ def model_catalog(refresh: bool = False) -> ModelCatalog:
         fetch=api_fetcher(settings) if settings else None,
         refresh=refresh,
     )
+
+
+def _export(args: argparse.Namespace) -> int:
+    result = export_pairs(args.out, args.pairs)
+    for reason in result.skipped[:10]:
+        log.warning("not exported: %s", reason)
+    if len(result.skipped) > 10:
+        log.warning("not exported: %d more output(s)", len(result.skipped) - 10)
+    text = (
+        f"scenario-batch: {result.pairs} pair(s) exported to {args.pairs}; "
+        f"load them with datasets.load_dataset({str(args.pairs)!r})"
+        if result.pairs
+        else f"scenario-batch: nothing exported: {args.out} has no output to pair"
+    )
+    if result.skipped:
+        text += f"; {len(result.skipped)} output(s) left out (reasons above)"
+    if result.not_succeeded:
+        states = ", ".join(f"{n} {state}" for state, n in sorted(result.not_succeeded.items()))
+        text += (
+            f"; {args.out} is unfinished ({states}): only what has succeeded is exported, "
+            "run its manifest again to finish it"
+        )
+    print(text)
+    return EXIT_OK if result.complete and result.pairs else EXIT_FAILED
 
 
 def _run(args: argparse.Namespace) -> int:

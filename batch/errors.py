@@ -8,6 +8,7 @@
     ├── LedgerError              the output directory's ledger cannot be used
     │   ├── LockedError          another run holds the output directory (exit 2)
     │   └── UnusableOutputError  the output directory cannot be used as it is (exit 2)
+    ├── ExportError              `export` could not write its dataset (exit 1)
     └── ApiError                 the Scenario API answered with an error
         ├── TransientApiError    408, 409, 429, 5xx, resets, timeouts: worth retrying
         │   ├── RateLimitedError             429 (with the server's wait, if it gave one)
@@ -41,6 +42,10 @@ class NetworkSetupError(UsageError):
     """No connection to the API could be set up as configured (its certificate failed
     verification, the proxy is unreachable or refused the tunnel) before it ever answered:
     the configuration is wrong, nothing was spent."""
+
+
+class ExportError(BatchError):
+    """`export` could not read an output or write its dataset (a fault of the machine)."""
 
 
 @dataclass(frozen=True, slots=True)

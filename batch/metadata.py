@@ -65,7 +65,7 @@ def write_metadata(out_dir: Path, state: LedgerState | None = None) -> Metadata:
     if state is None:
         state = load_state(out_dir)
     rows = list(metadata_rows(state, out_dir))
-    lines = _typed_first([_encode(row) for row in rows], rows)
+    lines = _typed_first([encode_line(row) for row in rows], rows)
     target = out_dir / METADATA_NAME
     write_atomically(target, b"".join(lines))
     split_named = tuple(str(row["file_name"]) for row in rows if is_split_named(row["file_name"]))
@@ -89,8 +89,17 @@ def is_split_named(file_name: str) -> bool:
 
 
 def metadata_rows(state: LedgerState, out_dir: Path) -> Iterator[dict[str, Any]]:
-    """One row per output file the ledger names that is a plain file inside `out_dir`:
-    current items first (ledger order), then outputs of older inputs."""
+    """One row per output on disk (see `outputs_on_disk`)."""
+    for record, output, name in outputs_on_disk(state, out_dir):
+        yield _row(record, output, name)
+
+
+def outputs_on_disk(
+    state: LedgerState, out_dir: Path
+) -> Iterator[tuple[ItemRecord, OutputFile, str]]:
+    """Each output file the ledger names that is a plain file inside `out_dir`, with its
+    record and its normalised relative name: current items first (ledger order), then
+    outputs of older inputs."""
     seen: set[str] = set()
     for record in _records(state):
         for output in record.files:
@@ -98,7 +107,7 @@ def metadata_rows(state: LedgerState, out_dir: Path) -> Iterator[dict[str, Any]]
             if name is None or name in seen or not _is_plain_file(out_dir / name):
                 continue
             seen.add(name)
-            yield _row(record, output, name)
+            yield record, output, name
 
 
 def _records(state: LedgerState) -> Iterator[ItemRecord]:
@@ -151,7 +160,8 @@ def _json_text(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _encode(row: dict[str, Any]) -> bytes:
+def encode_line(row: dict[str, Any]) -> bytes:
+    """One JSON line, UTF-8."""
     try:
         return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:  # a lone surrogate from an odd ledger: keep the line, replace the char

@@ -217,9 +217,10 @@ def test_split_words_in_file_names_are_recognised(name: str, split: bool) -> Non
 
 
 def test_a_split_word_in_an_id_is_warned_about_and_the_given_call_loads_all(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With an id like `test-dog`, the warning's data_files call loads every output."""
+    monkeypatch.setattr(logging.getLogger("batch"), "propagate", True)  # the CLI turns it off
     out = tmp_path / "out"
     out.mkdir()
     data = make_png()
