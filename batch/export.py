@@ -136,7 +136,7 @@ def _write_pairs(
             "edited_file_name": edited_name,
             "instruction": record.prompt,
             "id": record.id,
-            "model": record.model,
+            "model": record.model if isinstance(record.model, str) else None,
         }
 
 

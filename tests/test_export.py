@@ -169,7 +169,10 @@ async def test_an_older_ledger_is_completed_by_a_rerun_that_submits_nothing(
 ) -> None:
     """Without recorded inputs export says how to get them; a rerun records them, free."""
     out, manifest, _ = finished
-    old = [{k: v for k, v in line.items() if k != "inputs"} for line in ledger_lines(out)]
+    old = [
+        {k: v for k, v in line.items() if k not in ("inputs", "model")}
+        for line in ledger_lines(out)
+    ]
     (out / LEDGER_NAME).write_text("".join(json.dumps(line) + "\n" for line in old))
     (out / SNAPSHOT_NAME).unlink()
     times = {r.id: (r.first_ts, r.last_ts) for r in load_state(out).items.values()}
@@ -200,7 +203,8 @@ def test_a_first_reference_that_is_no_local_file_is_named(
             **base,
             "state": "planned",
             "prompt": "p",
-            "inputs": {"model": "m", "sources": ["asset_x"]},
+            "model": "m",
+            "inputs": {"sources": ["asset_x"]},
         },
         {
             **base,
