@@ -80,7 +80,14 @@ from pydantic import ValidationError
 from batch.errors import ManifestError, Problem
 from batch.manifest_bulk import BulkError, find_images, image_keys, sanitize
 from batch.manifest_files import FileChecker
-from batch.manifest_models import MODEL_SEPARATOR, Levels, ModelUse, ModelUses, model_tag
+from batch.manifest_models import (
+    MODEL_ID,
+    MODEL_SEPARATOR,
+    Levels,
+    ModelUse,
+    ModelUses,
+    model_tag,
+)
 from batch.manifest_params import ParamsChecker, Resolved, Source
 from batch.manifest_schema import (
     EXPECTED,
@@ -92,6 +99,7 @@ from batch.manifest_schema import (
     PromptEntry,
     manifest_json_schema,
 )
+from batch.manifest_table import JobOrigins, Kind, KindOf, expand_tables, kind_of_input
 from batch.model_inputs import BUILTIN, KONTEXT, ModelInput, ModelSpec, show
 from batch.yaml_lines import LineMap, YamlError, load_yaml
 
@@ -313,7 +321,7 @@ class _Builder:
         self.shown = str(path)
         self.base = os.path.dirname(os.path.abspath(path))
         self.files = FileChecker() if check_files else None
-        self.source = source
+        self.source = _Remembered(source)  # tables ask before the jobs are validated
         self.problems: list[Problem] = []
         self.lines = LineMap(None)
         self.model = DEFAULT_MODEL
@@ -331,9 +339,16 @@ class _Builder:
         self.checker = ParamsChecker(self.problem, self._file_problem)
         self.drafts: list[_Draft] = []
         self.too_many = False
+        self.origins: JobOrigins | None = None  # set when tables moved the jobs
 
     # -- problems ---------------------------------------------------------------------------
     def problem(self, loc: Loc, message: str, line: int | None = None) -> None:
+        if self.origins is not None:  # a job from a table row, or one whose index moved
+            spot = self.origins.spot(loc)
+            if spot is not None:
+                self._add_once(Problem(spot.file, spot.line, spot.where, message))
+                return
+            loc = self.origins.original(loc)
         if (loc, message) in self._reported:
             return
         self._reported.add((loc, message))
@@ -359,10 +374,28 @@ class _Builder:
         head = f"jobs[{loc[1]}] ({job_id})"
         return head + ("" if not rest or rest.startswith("[") else ".") + rest
 
+    def _add_once(self, problem: Problem) -> None:
+        key = (problem.file, problem.line or 0, problem.where)
+        if (key, problem.message) not in self._reported:
+            self._reported.add((key, problem.message))
+            self.problems.append(problem)
+
+    def _place(self, loc: Loc) -> str:
+        """Where a job is written, for messages that point at a second place."""
+        spot = self.origins.spot(loc[:2]) if self.origins is not None else None
+        if spot is not None:
+            return f"{spot.file}:{spot.line}"
+        if self.origins is not None:
+            loc = self.origins.original(loc)
+        return f"line {self.lines.line_of(loc)}"
+
     def _raise_if_problems(self) -> None:
         if not self.problems:
             return
-        problems = sorted(self.problems, key=lambda p: (p.line is None, p.line or 0))
+        problems = sorted(
+            self.problems,
+            key=lambda p: (p.file != self.shown, p.file, p.line is None, p.line or 0),
+        )
         if len(problems) > MAX_PROBLEMS_SHOWN:
             rest = len(problems) - MAX_PROBLEMS_SHOWN
             problems = problems[:MAX_PROBLEMS_SHOWN]
@@ -381,6 +414,7 @@ class _Builder:
             raise _fail(self.path, "the manifest is empty; expected a mapping with a 'jobs' list")
         if not isinstance(data, dict):
             raise _fail(self.path, f"must be a mapping with a 'jobs' list, got {_show(data)}", 1)
+        data = self._expand_tables(data)
         top, jobs, defaults_ok = self._validate(data)
         if top is None:
             self._raise_if_problems()
@@ -434,6 +468,46 @@ class _Builder:
                 continue
             for loc in locs:
                 self.problem(loc, spec or f"unknown model {model_id!r}")
+
+    def _expand_tables(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Each `table:` job becomes one job per row (batch.manifest_table)."""
+        jobs = data.get("jobs")
+        if not isinstance(jobs, list):
+            return data
+        expansion = expand_tables(
+            jobs,
+            self.base,
+            os.path.dirname(self.shown),
+            lambda entry: self._table_kinds(data, entry),
+            lambda raw: not (ASSET_ID.fullmatch(raw) or _SCHEME.match(raw)),
+            max_rows=MAX_ITEMS,
+        )
+        if expansion is None:
+            return data
+        for loc, message in expansion.at_entries:  # indices as written: before origins
+            self.problem(loc, message)
+        for problem in expansion.in_tables:
+            self._add_once(problem)
+        if not expansion.jobs:
+            self._raise_if_problems()
+        self.origins = expansion.origins
+        return {**data, "jobs": expansion.jobs}
+
+    def _table_kinds(self, data: dict[str, Any], entry: dict[str, Any]) -> KindOf:
+        """How a table's text cells are read: as the declared type of the input of that
+        name, in the models of the entry (else of the manifest); other columns stay text."""
+        names = _model_names(entry) or _model_names(data) or [DEFAULT_MODEL]
+        project = data.get("projectId")
+        found = self.source.resolve(names, project if isinstance(project, str) else None)
+        kinds: dict[str, Kind] = {}
+        for name in names:
+            spec = found.get(name)
+            if isinstance(spec, ModelSpec):  # an unknown model is reported where it is named
+                for declared in spec.inputs:
+                    kind = kind_of_input(declared.type, integer=declared.is_integer)
+                    if kind is not None:
+                        kinds.setdefault(declared.name, kind)
+        return kinds.get
 
     def _validate(
         self, data: dict[str, Any]
@@ -779,12 +853,12 @@ class _Builder:
             key = full.lower()
             if key in taken:
                 other, other_loc = taken[key]
-                line = self.lines.line_of(other_loc)
+                place = self._place(other_loc)
                 if other == full:
-                    message = f"duplicate id {full!r} (also on line {line})"
+                    message = f"duplicate id {full!r} (also on {place})"
                 else:
                     message = (
-                        f"id {full!r} differs only in case from {other!r} on line {line}; "
+                        f"id {full!r} differs only in case from {other!r} on {place}; "
                         "they collide on case-insensitive file systems"
                     )
                 self.problem(draft.loc, message)
@@ -816,6 +890,31 @@ class _Builder:
                 )
             )
         return tuple(items)
+
+
+def _model_names(level: Mapping[str, Any]) -> list[str]:
+    """The well-formed model ids a raw manifest level names (`model:` or `models:`)."""
+    models = level.get("models")
+    names = list(models) if isinstance(models, list | dict) else [level.get("model")]
+    return [n for n in names if isinstance(n, str) and MODEL_ID.fullmatch(n)]
+
+
+class _Remembered:
+    """A model source asked once per model: tables need the declarations of their models
+    before the jobs are validated, and the builder asks for every model after."""
+
+    def __init__(self, source: ModelSource) -> None:
+        self.source = source
+        self.found: dict[str, ModelSpec | str] = {}
+
+    def resolve(
+        self, model_ids: Iterable[str], project_id: str | None = None
+    ) -> Mapping[str, ModelSpec | str]:
+        ids = list(model_ids)
+        missing = [model_id for model_id in ids if model_id not in self.found]
+        if missing:
+            self.found.update(self.source.resolve(missing, project_id))
+        return {model_id: self.found[model_id] for model_id in ids if model_id in self.found}
 
 
 def _stem(references: Sequence[Reference]) -> str:

@@ -77,6 +77,12 @@ class Job(Params):
     )
     model: ModelId | None = Field(None, description="This job's model (overrides the top level).")
     models: Any = Field(None, description=MODELS_DESCRIPTION)
+    # Read before validation (batch.manifest_table): declared for the schema and suggestions.
+    table: PathStr | None = Field(
+        None,
+        description="Bulk: a .csv, .tsv or .jsonl file (relative to the manifest), one item "
+        "per row; the other keys apply to every row, `id` prefixes the rows' ids.",
+    )
 
 
 class ManifestModel(BaseModel):
@@ -116,6 +122,7 @@ EXPECTED: dict[str, str] = {
     "prompts": "a non-empty list of {id, prompt} mappings",
     "glob": "a glob pattern (a string)",
     "folder": "a folder path (a string)",
+    "table": "a path to a .csv, .tsv or .jsonl file",
 }
 # What each entry of a list field must be.
 EXPECTED_ENTRY: dict[str, str] = {
