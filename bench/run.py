@@ -184,6 +184,13 @@ def targets(
                 f"{t.peak_rss_mb:.0f} MB (interpreter and imports: {t.base_rss_mb:.0f} MB)",
             )
         )
+    if "table" in timed:
+        t = timed["table"]
+        found.append(
+            Target(
+                f"validate a {t.count:,}-row table in < 3 s", t.seconds < 3, f"{t.seconds:.2f} s"
+            )
+        )
     for key, how in (
         ("ledger", "full replay, no snapshot"),
         ("ledger_snapshot", "as a finished run leaves it"),
@@ -367,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "scale" in only:
             images, prompts = plan.manifest
             timed["validate"] = scale.manifest_validate(Path(tmp) / "m", images, prompts)
+            timed["table"] = scale.table_validate(Path(tmp) / "t", images, plan.ledger_items)
             timed["ledger"] = scale.ledger_load(Path(tmp) / "l", plan.ledger_items)
             timed["ledger_snapshot"] = scale.ledger_load(
                 Path(tmp) / "s", plan.ledger_items, snapshot=True

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.clients import peak_rss_mb
-from bench.workload import write_bulk_manifest
+from bench.workload import write_bulk_manifest, write_table_manifest
 
 
 @dataclass(slots=True)
@@ -60,6 +60,13 @@ def manifest_validate(root: Path, images: int, prompts: int) -> Timed:
     """images x prompts items in one bulk job (a folder of images, a list of prompts)."""
     path = write_bulk_manifest(root, images, prompts=prompts)
     return _in_child(_validate, path)
+
+
+def table_validate(root: Path, images: int, rows: int) -> Timed:
+    """A manifest whose one job is a CSV table of `rows` rows over `images` images."""
+    timed = _in_child(_validate, write_table_manifest(root, images, rows))
+    timed.what = f"validate ({rows:,}-row CSV table over {images:,} images)"
+    return timed
 
 
 def _ledger_records(items: int, images: int) -> Iterator[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Workloads on disk: N distinct small reference images and a bulk manifest over them."""
+"""Workloads on disk: N distinct small reference images, and a bulk manifest or a table
+manifest over them."""
 
 from __future__ import annotations
 
@@ -41,6 +42,21 @@ def write_bulk_manifest(folder: Path, images: int, *, prompts: int = 1) -> Path:
         lines += [f"      - {{id: p{i}, prompt: {PROMPT} number {i}}}" for i in range(prompts)]
     path = folder / "manifest.yaml"
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_table_manifest(folder: Path, images: int, rows: int) -> Path:
+    """A manifest whose one job is a CSV table of `rows` rows over `images` images, each
+    row with its own id, prompt, seed and guidance (what a labelling tool exports)."""
+    write_images(folder / "images", images)
+    lines = ["id,prompt,referenceImages,seed,guidanceScale"]
+    lines += [
+        f"row{n},{PROMPT} number {n},images/img{n % images:06d}.png,{n},{1 + n % 9}.5"
+        for n in range(rows)
+    ]
+    (folder / "edits.csv").write_text("\n".join(lines) + "\n")
+    path = folder / "manifest.yaml"
+    path.write_text("jobs:\n  - table: edits.csv\n    quality: high\n")
     return path
 
 

@@ -11,7 +11,7 @@ from bench import profiles
 from bench.clients import ClientResult
 from bench.fsprobe import durable_output_cpu_us, file_create_cpu_us
 from bench.measure import Config, Outcome, lossless_floor_s, run_config
-from bench.scale import ledger_load, manifest_validate
+from bench.scale import ledger_load, manifest_validate, table_validate
 from bench.simalone import first_wave
 from bench.simproc import SimStats
 
@@ -82,8 +82,10 @@ def test_file_create_probe(tmp_path: Path) -> None:
 
 
 def test_bench_scale_figures(tmp_path: Path) -> None:
-    """The scale helpers validate a bulk manifest and replay a synthetic ledger in a child."""
+    """The scale helpers validate a bulk manifest and a table and replay a synthetic ledger
+    in a child."""
     assert manifest_validate(tmp_path / "m", 5, 2).count == 10
+    assert table_validate(tmp_path / "t", 3, 7).count == 7
     assert ledger_load(tmp_path / "l", 20).count == 20
     killed = ledger_load(tmp_path / "k", 20, killed=True)
     assert killed.count == 20
