@@ -24,7 +24,7 @@ import csv
 import io
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -81,8 +81,10 @@ def read_table(
     if text is None:
         return table
     folder = os.path.dirname(path)
-    reader = _Cells(kind_of, is_local, folder, table)
-    lines = _jsonl_rows(text, table) if suffix in _JSONL else _csv_rows(text, suffix, table)
+    jsonl = suffix in _JSONL
+    # A CSV cell that is empty gives no value; in JSONL "" is a value like any other.
+    reader = _Cells(kind_of, is_local, folder, table, skip_empty=not jsonl)
+    lines = _jsonl_rows(text, table) if jsonl else _csv_rows(text, suffix, table)
     for line, raw in lines:
         if len(table.rows) >= max_rows:
             table.problem(line, "", f"the manifest may expand to at most {max_rows:,} items")
@@ -114,7 +116,9 @@ def _read_text(path: str, table: Table) -> str | None:
         return None
 
 
-def _csv_rows(text: str, suffix: str, table: Table) -> Iterator[tuple[int, dict[str, Any]]]:
+def _csv_rows(
+    text: str, suffix: str, table: Table
+) -> Iterator[tuple[int, Iterable[tuple[str, Any]]]]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_DIALECTS[suffix], strict=True)
     try:
         header = next(reader, None)
@@ -134,10 +138,7 @@ def _csv_rows(text: str, suffix: str, table: Table) -> Iterator[tuple[int, dict[
                     line, "", f"has {len(cells)} cells, the header names {len(columns)} columns"
                 )
                 continue
-            yield (
-                line,
-                {c: v for c, v in zip(columns, cells, strict=False) if v and not v.isspace()},
-            )
+            yield line, zip(columns, cells, strict=False)
     except csv.Error as exc:
         table.problem(reader.line_num, "", f"is not valid {suffix[1:].upper()}: {exc}")
 
@@ -156,7 +157,7 @@ def _header_ok(columns: list[str], table: Table) -> bool:
     return ok
 
 
-def _jsonl_rows(text: str, table: Table) -> Iterator[tuple[int, dict[str, Any]]]:
+def _jsonl_rows(text: str, table: Table) -> Iterator[tuple[int, Iterable[tuple[str, Any]]]]:
     for line, raw in enumerate(text.split("\n"), 1):
         if not raw.strip():
             continue
@@ -168,7 +169,7 @@ def _jsonl_rows(text: str, table: Table) -> Iterator[tuple[int, dict[str, Any]]]
         if not isinstance(value, dict):
             table.problem(line, "", f"must be a JSON object (one row), got {type(value).__name__}")
             continue
-        yield line, value
+        yield line, value.items()
 
 
 class _Cells:
@@ -177,7 +178,16 @@ class _Cells:
     Each column's converter is chosen once, and each distinct path resolved once: a
     100,000-row table over 1,000 images is 1,000 path joins, not 100,000."""
 
-    def __init__(self, kind_of: KindOf, is_local: IsLocalPath, folder: str, table: Table) -> None:
+    def __init__(
+        self,
+        kind_of: KindOf,
+        is_local: IsLocalPath,
+        folder: str,
+        table: Table,
+        *,
+        skip_empty: bool,
+    ) -> None:
+        self.skip_empty = skip_empty
         self.kind_of = kind_of
         self.is_local = is_local
         self.folder = folder
@@ -185,12 +195,15 @@ class _Cells:
         self._converters: dict[str, Callable[[Any], Any]] = {}
         self._resolved: dict[str, str] = {}
 
-    def row(self, line: int, raw: Mapping[str, Any]) -> dict[str, Any]:
+    def row(self, line: int, raw: Iterable[tuple[str, Any]]) -> dict[str, Any]:
         """The row's values; a cell that cannot be read is reported and left out, so that
         the manifest's checks still report the row's other problems."""
         values: dict[str, Any] = {}
         converters = self._converters
-        for column, value in raw.items():
+        skip_empty = self.skip_empty
+        for column, value in raw:
+            if skip_empty and (not value or value.isspace()):
+                continue
             convert = converters.get(column) or self._converter(column)
             try:
                 values[column] = convert(value)
@@ -313,13 +326,22 @@ class TableSpot:
 
 class JobOrigins:
     """Maps the jobs list after tables are expanded back to where each job was written:
-    a row of a table, or an entry of the manifest (whose index moved)."""
+    a row of a table (its line and the columns it filled), or an entry of the manifest
+    (whose index moved)."""
 
     def __init__(self) -> None:
-        self._origin: list[tuple[int, Table | None, Row | None]] = []
+        self._origin: list[tuple[int, str | None, int, frozenset[str]]] = []
+        self._columns: dict[tuple[str, ...], frozenset[str]] = {}  # rows share their sets
 
     def add(self, entry: int, table: Table | None = None, row: Row | None = None) -> None:
-        self._origin.append((entry, table, row))
+        if table is None or row is None:
+            self._origin.append((entry, None, 0, frozenset()))
+            return
+        names = tuple(row.values)
+        columns = self._columns.get(names)
+        if columns is None:
+            columns = self._columns[names] = frozenset(names)
+        self._origin.append((entry, table.shown, row.line, columns))
 
     def original(self, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
         """`loc` with its job index replaced by the manifest entry's own."""
@@ -335,14 +357,14 @@ class JobOrigins:
         index = _job_index(loc)
         if index is None or index >= len(self._origin):
             return None
-        _, table, row = self._origin[index]
-        if table is None or row is None:
+        _, file, line, columns = self._origin[index]
+        if file is None:
             return None
         if len(loc) == 2:
-            return TableSpot(table.shown, row.line, "")
+            return TableSpot(file, line, "")
         column = loc[2]
-        if column in row.values:
-            return TableSpot(table.shown, row.line, f"column {column}")
+        if column in columns:
+            return TableSpot(file, line, f"column {column}")
         return None
 
 
@@ -401,9 +423,10 @@ def expand_tables(
         shared = {k: v for k, v in job.items() if k not in (TABLE_KEY, "id")}
         prefix = job.get("id")
         for row in table.rows:
-            values = row.values
-            if isinstance(prefix, str) and isinstance(values.get("id"), str):
-                values = {**values, "id": f"{prefix}-{values['id']}"}
-            out.jobs.append({**shared, **values})
+            job = {**shared, **row.values} if shared else row.values
+            if isinstance(prefix, str) and isinstance(job.get("id"), str):
+                job["id"] = f"{prefix}-{job['id']}"
             out.origins.add(index, table, row)
+            out.jobs.append(job)
+        table.rows.clear()  # the jobs hold the values now; origins hold the lines
     return out

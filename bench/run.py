@@ -188,7 +188,9 @@ def targets(
         t = timed["table"]
         found.append(
             Target(
-                f"validate a {t.count:,}-row table in < 3 s", t.seconds < 3, f"{t.seconds:.2f} s"
+                f"validate a {t.count:,}-row table in < 3 s",
+                t.seconds < 3,
+                f"{t.seconds:.2f} s ({t.cpu_s:.2f} s of CPU)",
             )
         )
     for key, how in (
@@ -389,8 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ledger_snapshot": "ledger load (snapshot)",
             }
             for key, t in timed.items():
+                cpu = f" ({t.cpu_s:.2f} CPU)" if t.cpu_s else ""
                 print(
-                    f"| {labels.get(key, t.what)} | {t.count:,} | {t.seconds:.2f} "
+                    f"| {labels.get(key, t.what)} | {t.count:,} | {t.seconds:.2f}{cpu} "
                     f"| {t.peak_rss_mb:.0f} | {t.base_rss_mb:.0f} |"
                 )
         page: report_page.PageTiming | None = None

@@ -24,16 +24,18 @@ class Timed:
     seconds: float
     peak_rss_mb: float  # the whole process: interpreter and imports included
     base_rss_mb: float  # the same process before the work started
+    cpu_s: float = 0.0  # CPU of the work (user + system): the wall on a machine not shared
 
 
 def _validate(path: Path, conn: Any) -> None:
     from batch.manifest import load_manifest
 
     base = peak_rss_mb()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     manifest = load_manifest(path)
-    seconds = time.perf_counter() - started
-    conn.send(asdict(Timed("validate", len(manifest.items), seconds, peak_rss_mb(), base)))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    timed = Timed("validate", len(manifest.items), seconds, peak_rss_mb(), base, cpu)
+    conn.send(asdict(timed))
 
 
 def _load_ledger(directory: Path, conn: Any) -> None:
