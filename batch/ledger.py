@@ -319,7 +319,7 @@ def _replay(
 def gc_paused() -> Iterator[None]:
     """A replay allocates a few objects per record and frees none until the end: the cyclic
     GC would rescan the growing state over and over (about half the load time). Nothing
-    here makes cycles, so it is paused meanwhile."""
+    here makes cycles, so it is paused meanwhile (and so by the views written from it)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

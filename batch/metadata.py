@@ -33,7 +33,7 @@ from typing import Any, Final
 import orjson
 
 from batch.durable import write_atomically
-from batch.ledger import ItemRecord, LedgerState, OutputFile, load_state
+from batch.ledger import ItemRecord, LedgerState, OutputFile, gc_paused, load_state
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,9 @@ def write_metadata(out_dir: Path, state: LedgerState | None = None) -> Metadata:
     `load_dataset("imagefolder", data_dir=...)` call would split them by name."""
     if state is None:
         state = load_state(out_dir)
-    rows = list(metadata_rows(state, out_dir))
-    lines = _typed_first([encode_line(row) for row in rows], rows)
+    with gc_paused():  # 100,000 rows of small dicts, no cycles
+        rows = list(metadata_rows(state, out_dir))
+        lines = _typed_first([encode_line(row) for row in rows], rows)
     target = out_dir / METADATA_NAME
     write_atomically(target, b"".join(lines))
     split_named = tuple(str(row["file_name"]) for row in rows if is_split_named(row["file_name"]))
@@ -101,13 +102,25 @@ def outputs_on_disk(
     record and its normalised relative name: current items first (ledger order), then
     outputs of older inputs."""
     seen: set[str] = set()
+    top = _plain_files(out_dir)  # one directory scan instead of a stat per output
     for record in _records(state):
         for output in record.files:
             name = _inside(output.path)
-            if name is None or name in seen or not _is_plain_file(out_dir / name):
+            if name is None or name in seen:
+                continue
+            if not (name in top if "/" not in name else _is_plain_file(out_dir / name)):
                 continue
             seen.add(name)
             yield record, output, name
+
+
+def _plain_files(directory: Path) -> set[str]:
+    """Names of the regular files directly in `directory` (a symlink is not one)."""
+    try:
+        with os.scandir(directory) as entries:
+            return {entry.name for entry in entries if entry.is_file(follow_symlinks=False)}
+    except OSError:
+        return set()
 
 
 def _records(state: LedgerState) -> Iterator[ItemRecord]:
