@@ -3,6 +3,8 @@ outputs, with consistent column types, whatever else lies in the directory."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,7 +17,7 @@ import pytest
 from batch.ledger import LedgerWriter, load_state
 from batch.metadata import METADATA_NAME, is_split_named, metadata_rows, write_metadata
 from batch.simulator import Simulator
-from tests.conftest import make_png
+from tests.conftest import SimulatorFactory, make_png
 from tests.datasets_helpers import load
 from tests.pipeline_helpers import run, write_images, write_manifest
 
@@ -89,6 +91,38 @@ async def test_a_run_stopped_early_describes_what_is_on_disk(
     assert len(lines) == 2
     assert all((out / line["file_name"]).is_file() for line in lines)
     assert len(load("imagefolder", tmp_path / "hf", data_dir=str(out))["train"]) == 2
+
+
+async def test_an_interrupted_run_leaves_metadata_of_what_it_finished(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """A run cancelled mid-way (Ctrl-C) still writes metadata.jsonl for its outputs."""
+    sim = await simulator_factory(job_latency_s=0.3, job_latency_jitter=0.0)
+    images = write_images(tmp_path / "refs", 6)
+    jobs = [
+        {"id": f"i{n}", "prompt": "p", "referenceImages": [str(p)]} for n, p in enumerate(images)
+    ]
+    out = tmp_path / "out"
+    task = asyncio.create_task(run(sim, write_manifest(tmp_path, jobs), out, concurrency=1))
+    for _ in range(1500):  # up to 30 s: the ledger is watched as `status` would
+        if any(line["state"] == "succeeded" for line in _item_lines(out)):
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    done = [line for line in _item_lines(out) if line["state"] == "succeeded"]
+    assert 1 <= len(done) < 6
+    assert sorted(line["id"] for line in _metadata(out)) == sorted(line["id"] for line in done)
+
+
+def _item_lines(out: Path) -> list[dict[str, Any]]:
+    ledger = out / "ledger.jsonl"
+    if not ledger.exists():
+        return []
+    lines = [json.loads(x) for x in ledger.read_text().splitlines() if x.endswith("}")]
+    return [line for line in lines if line.get("type") == "item" and "state" in line]
 
 
 async def test_outputs_of_older_inputs_stay_rows_with_their_own_inputs(
