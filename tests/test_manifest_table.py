@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from batch.cli import main
 from batch.errors import ManifestError
 from batch.manifest import Item, load_manifest
+from batch.model_catalog import ModelCatalog, api_fetcher
 from batch.simulator import Simulator
-from tests.pipeline_helpers import write_images
+from batch.simulator.models import QWEN, SEEDREAM
+from tests.pipeline_helpers import settings_for, write_images
 
 COLUMNS = ["id", "prompt", "referenceImages", "guidanceScale", "seed", "loras", "lorasScale"]
 
@@ -242,3 +244,57 @@ async def test_validate_and_run_refuse_a_bad_table_with_exit_2_and_spend_nothing
     assert "t.csv:2 column seed: must be an integer 0-4294967295, got -3" in capsys.readouterr().err
     assert await asyncio.to_thread(main, ["run", str(manifest), "-q"]) == 2
     assert scenario_env.request_log == []
+
+
+async def test_cells_take_the_types_any_model_declares_its_inputs_with(
+    scenario_env: Simulator, tmp_path: Path
+) -> None:
+    """Another model's inputs (file, file_array, boolean, string_array, number) read from
+    text as declared; its declaration is fetched once for the table and the jobs alike."""
+    write_images(tmp_path / "data" / "img", 2)
+    _write_csv(
+        tmp_path / "data" / "s.csv",
+        [
+            {"id": "a", "prompt": "p", "sourceImages": ["img/img0000.png", "img/img0001.png"],
+             "enhancePrompt": "yes", "tags": ["x", "y"], "seed": "7"},
+            {"id": "b", "prompt": "q", "sourceImages": "img/img0001.png", "enhancePrompt": "maybe"},
+        ],
+    )  # fmt: skip
+    _write_csv(
+        tmp_path / "data" / "q.csv",
+        [{"prompt": "r", "image": "img/img0000.png", "strength": "0.5"}],
+    )
+    manifest = _manifest(
+        tmp_path,
+        [{"table": "data/s.csv", "model": SEEDREAM}, {"table": "data/q.csv", "model": QWEN}],
+    )
+    models = ModelCatalog(
+        cache_dir=tmp_path / "cache",
+        base_url=scenario_env.base_url,
+        fetch=api_fetcher(settings_for(scenario_env)),
+    )
+    with pytest.raises(ManifestError) as caught:
+        await asyncio.to_thread(load_manifest, manifest, models=models)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{tmp_path / 'data' / 's.csv'}:3 column enhancePrompt: must be true or false, got 'maybe'"
+    ]
+    gets = [r.path for r in scenario_env.request_log if r.path.startswith("/v1/models/")]
+    assert sorted(gets) == sorted(f"/v1/models/{m}" for m in (SEEDREAM, QWEN))
+
+    (tmp_path / "data" / "s.csv").write_text(
+        (tmp_path / "data" / "s.csv").read_text().replace("maybe", "false")
+    )
+    a, b, r = (await asyncio.to_thread(load_manifest, manifest, models=models)).items
+    images = tmp_path / "data" / "img"
+    assert [x.value for x in a.references] == [
+        str(images / "img0000.png"),
+        str(images / "img0001.png"),
+    ]
+    given = dict(a.params)
+    assert (given["enhancePrompt"], given["tags"], given["seed"]) == (True, ("x", "y"), 7)
+    assert dict(b.params)["enhancePrompt"] is False
+    assert (r.model, [x.value for x in r.references], dict(r.params)["strength"]) == (
+        QWEN,
+        [str(images / "img0000.png")],
+        0.5,
+    )
