@@ -85,11 +85,12 @@ def read_table(
     # A CSV cell that is empty gives no value; in JSONL "" is a value like any other.
     reader = _Cells(kind_of, is_local, folder, table, skip_empty=not jsonl)
     lines = _jsonl_rows(text, table) if jsonl else _csv_rows(text, suffix, table)
+    rows = table.rows
     for line, raw in lines:
-        if len(table.rows) >= max_rows:
+        if len(rows) >= max_rows:
             table.problem(line, "", f"the manifest may expand to at most {max_rows:,} items")
             break
-        table.rows.append(Row(line, reader.row(line, raw)))
+        rows.append(Row(line, reader.row(line, raw)))
     if not table.rows and not table.problems:
         table.problem(None, "", "has no rows")
     return table
@@ -205,6 +206,9 @@ class _Cells:
             if skip_empty and (not value or value.isspace()):
                 continue
             convert = converters.get(column) or self._converter(column)
+            if convert is _same:  # text as it is: most columns of most tables
+                values[column] = value
+                continue
             try:
                 values[column] = convert(value)
             except ValueError as exc:
