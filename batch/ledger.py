@@ -247,7 +247,8 @@ def _loads(raw: bytes) -> Any:
     orjson is about 4x faster than json here. What it refuses but json accepts (NaN,
     Infinity, a byte-order mark, lone surrogate escapes, 1e400) goes to json, so every line
     an older reader could read still loads the same. One known difference: orjson reads an
-    integer beyond 64 bits as a float; no field the pipeline writes comes near that."""
+    integer beyond 64 bits as a float; only `planned` inputs (a model's unbounded number
+    input) can hold one, and they only feed metadata.jsonl and export."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -715,10 +716,18 @@ def _settle_from(batch: list[_Pending], written: asyncio.Future[None]) -> None:
 def _encode(record: Mapping[str, Any]) -> bytes:
     # orjson writes what json.dumps(separators=(",", ":"), ensure_ascii=False) would, about
     # 15x faster: this runs for every record of every item.
+    stamped = {"ts": utc_now(), **record}
     try:
-        return orjson.dumps({"ts": utc_now(), **record}, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(stamped, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError as exc:  # orjson.JSONEncodeError: not JSON-serializable
-        raise LedgerError(f"cannot encode ledger record {record!r}: {exc}") from exc
+        try:
+            # What orjson refuses but JSON holds (an integer past 64 bits, which a model's
+            # unbounded number input accepts and `planned` records): json writes it, and
+            # replay reads it back with json when orjson refuses the line.
+            text = json.dumps(stamped, separators=(",", ":"), ensure_ascii=False) + "\n"
+            return text.encode()
+        except (TypeError, ValueError):
+            raise LedgerError(f"cannot encode ledger record {record!r}: {exc}") from exc
 
 
 def _cut_torn_tail(fd: int) -> None:

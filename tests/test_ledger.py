@@ -560,3 +560,21 @@ def test_lock_of_a_killed_process_is_not_stuck(tmp_path: Path) -> None:
     lock = DirectoryLock(tmp_path)
     lock.acquire()
     lock.release()
+
+
+def test_an_integer_past_64_bits_is_written_and_read_back(tmp_path: Path) -> None:
+    """orjson refuses it; the writer falls back to json, and replay reads the line (as the
+    number it is, if not to the last digit: orjson reads such an integer as a float)."""
+    writer = LedgerWriter(tmp_path)
+    writer.open()
+    big = {
+        "type": "item",
+        "id": "a",
+        "fp": "f",
+        "state": "planned",
+        "inputs": {"params": {"n": 2**70}},
+    }
+    writer.append_now(big)
+    writer.close()
+    params = load_state(tmp_path).items["a"].params
+    assert params is not None and params["n"] == pytest.approx(2**70)
