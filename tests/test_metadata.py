@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batch.ledger import LedgerWriter, load_state
 from batch.metadata import METADATA_NAME, is_split_named, metadata_rows, write_metadata
@@ -272,3 +274,64 @@ def test_a_split_word_in_an_id_is_warned_about_and_the_given_call_loads_all(
     assert list(plain) == ["test"]  # what the warning is about: the library splits by name
     whole = load("imagefolder", tmp_path / "hf2", data_dir=str(out), data_files=METADATA_NAME)
     assert sorted(whole["train"]["id"]) == ["cat", "test-dog"]
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_rows = st.lists(
+    st.fixed_dictionaries(
+        {
+            "prompt": st.none() | st.text(max_size=20),
+            "model": st.none() | st.sampled_from(["m1", "m2"]),
+            "params": st.none()
+            | st.fixed_dictionaries(
+                {}, optional={"seed": st.integers(0, 2**64), "other": _json_values}
+            ),
+            "sources": st.none() | st.lists(st.text(min_size=1, max_size=10), max_size=3),
+        }
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=_rows)
+def test_any_mix_of_null_and_set_columns_loads_with_the_values_written(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, Any]]
+) -> None:
+    """Whatever inputs the ledger holds (nulls, lists, odd text, huge seeds), the file loads
+    and each row carries the values of its record."""
+    out = tmp_path_factory.mktemp("out")
+    data = make_png(4, 4)
+    records: list[dict[str, Any]] = []
+    for n, row in enumerate(rows):
+        (out / f"i{n}_0.png").write_bytes(data)
+        inputs = {k: row[k] for k in ("model", "params", "sources") if row[k] is not None}
+        records += _succeeded(f"i{n}", f"i{n}_0.png", data, prompt=row["prompt"], **inputs)
+    _write_ledger(out, records)
+    write_metadata(out)
+
+    train = load("imagefolder", tmp_path_factory.mktemp("hf"), data_dir=str(out))["train"]
+    loaded = sorted(train, key=lambda r: int(r["id"][1:]))
+    assert len(loaded) == len(rows)
+    for row, got in zip(rows, loaded, strict=True):
+        seed = (row["params"] or {}).get("seed")
+        assert got["seed"] == (seed if seed is not None and seed < 2**63 else None)
+        assert (got["model"], got["prompt"]) == (row["model"], row["prompt"])
+        assert got["sources"] == (row["sources"] or [])
+        if row["params"] is None:
+            assert got["parameters"] is None
+        else:
+            assert json.loads(got["parameters"]).keys() == row["params"].keys()
