@@ -7,11 +7,11 @@
         id: batch1              # optional: a prefix for the rows' ids (batch1-<id>)
         quality: high           # every other key applies to every row; a row's own value wins
 
-Columns are the item's `id` (optional) and any generate parameter. In CSV and TSV every
-cell is text, read as the parameter's type (numbers, `true`/`false`), a list cell holds
-`|`-separated values, and an empty cell is no value (the entry's or the default applies).
-In JSONL each line is a JSON object whose values already have their types. File paths in
-a row are relative to the table.
+Columns are the item's `id` (optional) and any input of the entry's model. In CSV and TSV
+every cell is text, read as the type the model declares for that input (`kind_of_input`:
+numbers, `true`/`false`, a list cell of `|`-separated values), and an empty cell is no
+value (the entry's or the default applies). In JSONL each line is a JSON object whose
+values already have their types. File paths in a row are relative to the table.
 
 This module only turns a table into raw job mappings, each with the line of its row, and
 reports what it cannot read as `edits.csv:17 column seed: ...`; the manifest validates
@@ -427,10 +427,10 @@ def expand_tables(
         shared = {k: v for k, v in job.items() if k not in (TABLE_KEY, "id")}
         prefix = job.get("id")
         for row in table.rows:
-            job = {**shared, **row.values} if shared else row.values
-            if isinstance(prefix, str) and isinstance(job.get("id"), str):
-                job["id"] = f"{prefix}-{job['id']}"
+            expanded = {**shared, **row.values} if shared else row.values
+            if isinstance(prefix, str) and isinstance(expanded.get("id"), str):
+                expanded["id"] = f"{prefix}-{expanded['id']}"
             out.origins.add(index, table, row)
-            out.jobs.append(job)
+            out.jobs.append(expanded)
         table.rows.clear()  # the jobs hold the values now; origins hold the lines
     return out
