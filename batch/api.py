@@ -42,6 +42,7 @@ from batch.errors import (
     TransientApiError,
 )
 from batch.health import Health
+from batch.local_faults import socket_fault
 from batch.network import setup_failure
 from batch.settings import ApiSettings, RetryPolicy
 from batch.throttle import Throttle
@@ -404,6 +405,13 @@ class ScenarioClient:
         except ApiError:
             raise
         except (aiohttp.ClientError, TimeoutError) as exc:
+            # Too few file descriptors is this machine's fault: no retry clears it (for a
+            # generate call, only while the connection never opened: nothing was sent).
+            fault = socket_fault(exc, "the API")
+            if fault is not None and (
+                not billable or isinstance(exc, aiohttp.ClientConnectorError)
+            ):
+                raise fault from exc
             raise self._lost(exc, method, path, billable=billable) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 

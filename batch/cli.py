@@ -23,6 +23,7 @@ from batch import __version__
 from batch.errors import (
     BatchError,
     CredentialsError,
+    LocalFaultError,
     LockedError,
     ManifestError,
     UnusableOutputError,
@@ -30,6 +31,7 @@ from batch.errors import (
 )
 from batch.export import export_pairs
 from batch.ledger import LEDGER_NAME, load_state
+from batch.local_faults import stray_fault
 from batch.logs import configure_logging
 from batch.manifest import load_manifest
 from batch.model_catalog import ModelCatalog, api_fetcher
@@ -104,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="print what the remaining items would cost; submit nothing",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="never adopt the account's earlier jobs of these items when the output "
+        "directory has no ledger (see the README: a lost ledger)",
+    )
+    run.add_argument(
+        "--adopt-window",
+        type=_positive_float,
+        metavar="HOURS",
+        default=24.0,
+        help="how far back a run without a ledger looks for its items' jobs (default 24)",
     )
     run.add_argument(
         "--shard",
@@ -193,9 +208,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ManifestError, UsageError, LockedError, UnusableOutputError) as exc:
         print(f"scenario-batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except LocalFaultError as exc:
+        return _machine_fault(exc)
     except BatchError as exc:
         print(f"scenario-batch: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except (OSError, BaseExceptionGroup) as exc:
+        # The safety net: a machine fault that escaped is still one line, never a traceback.
+        stray = stray_fault(exc)
+        if stray is None:
+            raise
+        return _machine_fault(stray)
+
+
+def _machine_fault(fault: LocalFaultError) -> int:
+    """One line: what failed, where, what to do. Exit 2 if nothing was spent, else 1."""
+    print(f"scenario-batch: {fault}", file=sys.stderr)
+    return EXIT_USAGE if fault.before_spending else EXIT_FAILED
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -264,6 +293,7 @@ def _run(args: argparse.Namespace) -> int:
         max_cost=args.max_cost,
         shard=args.shard,
         sample=args.sample,
+        adopt_window_s=None if args.fresh else args.adopt_window * 3600.0,
     )
     if args.dry_run:
         estimate = run_with_signals(estimate_run(manifest, settings, options))

@@ -9,32 +9,56 @@ directory (for downloaded outputs the ledger does that, once for many: see batch
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
+from typing import Final
+
+from batch.local_faults import file_fault
+
+# Some file systems refuse to fsync a directory: that is no fault. Anything else (EIO, a
+# directory that vanished) is, and reaches the caller (see batch.local_faults).
+_NO_DIRECTORY_SYNC: Final = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF})
 
 
 def fsync_directory(directory: Path) -> None:
     """Make renames and creations in `directory` durable."""
-    with contextlib.suppress(OSError):  # some file systems refuse to fsync a directory
+    try:
         fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_DIRECTORY_SYNC:
+            raise
 
 
 def write_atomically(target: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write `target` via a fresh temporary name in the same directory, then rename."""
+    """Write `target` via a fresh temporary name in the same directory, then rename.
+
+    Any OSError is a machine fault (`LocalFaultError`, see batch.local_faults) naming
+    `target`; the temp file is removed, and `target` keeps its old content."""
+    try:
+        _write_atomically(target, data, fsync)
+    except OSError as exc:
+        raise file_fault(exc, "cannot write", target) from exc
+
+
+def _write_atomically(target: Path, data: bytes, fsync: bool) -> None:
     temp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(6)}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     fd = os.open(temp, flags, 0o644)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -5,6 +5,11 @@
     │   ├── CredentialsError     missing credentials, or the API answered 401 (exit 2)
     │   └── NetworkSetupError    a certificate or proxy failure before the API ever answered
     ├── ManifestError            the manifest or a file it names is wrong (exit 2)
+    ├── LocalFaultError          the machine failed the run: disk full, read-only or vanished
+    │                            directory, I/O error, too few file descriptors (exit 1, or 2
+    │                            before anything was spent); see batch.local_faults
+    ├── ChangedReferenceError    a reference file changed or vanished after validation: the
+    │                            item fails, nothing different is uploaded
     ├── LedgerError              the output directory's ledger cannot be used
     │   ├── LockedError          another run holds the output directory (exit 2)
     │   └── UnusableOutputError  the output directory cannot be used as it is (exit 2)
@@ -23,6 +28,7 @@ The CLI maps these to exit codes; nothing below the CLI calls `sys.exit`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -68,6 +74,31 @@ class ManifestError(BatchError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class LocalFaultError(BatchError):
+    """The machine the run is on failed it (disk, directory, file descriptors): the run
+    stops at once, resumable. Built by `batch.local_faults`, which words `advice`.
+
+    `before_spending` is set where the run knows that nothing was paid for yet (exit 2)."""
+
+    def __init__(self, action: str, path: str | None, code: int | None, advice: str) -> None:
+        self.action = action
+        self.path = path
+        self.errno = code
+        self.advice = advice
+        self.before_spending = False
+        where = f" {path}" if path else ""
+        reason = f": {os.strerror(code)}" if code else ""
+        super().__init__(f"stopped: {action}{where}{reason}. Fix: {advice}")
+
+
+class ChangedReferenceError(BatchError):
+    """A local reference image is not the file validated at the start of the run."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class LedgerError(BatchError):

@@ -73,8 +73,9 @@ class Health:
                     "Run the same command again to resume."
                 )
             if self._prober.locked():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._up.wait(), timeout=self.max_probe_wait_s)
+                with contextlib.suppress(TimeoutError):  # asyncio.timeout: see Poller.run
+                    async with asyncio.timeout(self.max_probe_wait_s):
+                        await self._up.wait()
                 continue
             async with self._prober:
                 await self._probe_until_up(probe)

@@ -55,7 +55,8 @@ import orjson
 
 from batch.checkpoint import CHECKPOINT_BYTES, Checkpointer
 from batch.durable import fsync_directory, write_atomically
-from batch.errors import LedgerError, LockedError, UnusableOutputError
+from batch.errors import LedgerError, LocalFaultError, LockedError, UnusableOutputError
+from batch.local_faults import file_fault
 
 LEDGER_NAME: Final = "ledger.jsonl"
 LOCK_NAME: Final = ".lock"
@@ -578,14 +579,15 @@ class LedgerWriter:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._file_lock = threading.Lock()
         self._checkpointer = Checkpointer(directory, checkpoint_every)
+        self.fault: LocalFaultError | None = None  # once set, every append fails with it
 
     def open(self) -> None:
         self._fd = open_in_out_dir(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         try:
             _cut_torn_tail(self._fd)
+            fsync_directory(self.path.parent)
         except OSError as exc:
-            raise LedgerError(f"cannot open ledger {self.path}: {exc.strerror or exc}") from exc
-        fsync_directory(self.path.parent)
+            raise file_fault(exc, "cannot open the ledger", self.path) from exc
         # A checkpoint killed with its run leaves its temp file (this run holds the lock).
         for stale in self.path.parent.glob(f".{SNAPSHOT_NAME}.tmp-*"):
             with contextlib.suppress(OSError):
@@ -600,16 +602,19 @@ class LedgerWriter:
         if self._writing is not None:
             # Its own completion callback reports any error to its appenders.
             concurrent.futures.wait([self._writing])
-        if batch:
-            self._write(*_lines_of(batch))
-            _settle(batch, None)
-        self._checkpointer.close()  # records first: a slow checkpoint must not delay them
-        self._thread.shutdown(wait=True)
-        os.close(self._fd)
-        self._fd = None
-        # The snapshot is a cache: failing to write it never fails a close (loads replay).
-        with contextlib.suppress(Exception):
-            _Snapshot.write(self.path.parent)
+        try:
+            if batch and self.fault is None:
+                self._write(*_lines_of(batch))
+        finally:
+            _settle(batch, self.fault)
+            self._checkpointer.close()  # records first: a slow checkpoint must not delay them
+            self._thread.shutdown(wait=True)
+            os.close(self._fd)
+            self._fd = None
+        if self.fault is None:
+            # The snapshot is a cache: failing to write it never fails a close (loads replay).
+            with contextlib.suppress(Exception):
+                _Snapshot.write(self.path.parent)
 
     def wait_for_checkpoint(self, timeout: float) -> bool:
         """Wait for a checkpoint under way (see `batch.checkpoint`); False on timeout."""
@@ -640,8 +645,8 @@ class LedgerWriter:
         return durable
 
     def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._fd is None:
-            _settle(self._pending, LedgerError(f"ledger {self.path} is not open"))
+        if self._fd is None or self.fault is not None:
+            _settle(self._pending, self.fault or LedgerError(f"ledger {self.path} is not open"))
             self._pending = []
             return
         batch, self._pending = self._pending, []
@@ -663,19 +668,30 @@ class LedgerWriter:
     def _write(self, lines: list[bytes], names_files: bool = False) -> None:
         data = b"".join(lines)
         with self._file_lock:
+            if self.fault is not None:
+                raise self.fault
             if self._fd is None:
                 raise LedgerError(f"ledger {self.path} is not open")
+            start: int | None = None
             try:
                 if names_files:  # before the line can reach the disk (see the docstring)
                     fsync_directory(self.path.parent)
+                start = os.lseek(self._fd, 0, os.SEEK_END)
                 written = 0
                 while written < len(data):
                     written += os.write(self._fd, data[written:])
                 os.fsync(self._fd)
+                if os.fstat(self._fd).st_nlink == 0:  # unlinked: its directory was deleted
+                    raise FileNotFoundError(errno.ENOENT, "deleted under the run")
             except OSError as exc:
-                raise LedgerError(
-                    f"cannot write ledger {self.path}: {exc.strerror or exc}"
-                ) from exc
+                # A machine fault (batch.local_faults): what this write left (half a line,
+                # lines whose fsync failed) is cut off, so the file stays a prefix of what
+                # the run did, and the writer takes nothing more: the run stops.
+                if start is not None:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, start)
+                self.fault = file_fault(exc, "cannot write the ledger", self.path)
+                raise self.fault from exc
             self._checkpointer.wrote(len(data))
 
 
@@ -704,6 +720,7 @@ def _settle(batch: list[_Pending], error: BaseException | None) -> None:
             future.set_result(None)
         else:
             future.set_exception(error)
+            future.exception()  # reported by the run itself: no "never retrieved" noise
 
 
 def _settle_from(batch: list[_Pending], written: asyncio.Future[None]) -> None:

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from batch.durable import fsync_directory
 from batch.errors import DownloadError
+from batch.local_faults import file_fault, socket_fault
 from batch.network import setup_failure
 from batch.urls import RedirectRefused, get_following_redirects
 
@@ -138,6 +139,9 @@ async def _fetch_once(
     except RedirectRefused as refused:
         raise DownloadError(f"output of {stem}: {refused}") from None
     except aiohttp.ClientError as exc:
+        fault = socket_fault(exc, "the CDN")
+        if fault is not None:
+            raise fault from exc
         # A certificate that fails verification fails every time: say so at once.
         problem = setup_failure(exc, url) if isinstance(exc, aiohttp.ClientSSLError) else None
         if problem is not None:
@@ -145,6 +149,8 @@ async def _fetch_once(
         raise _Retry(f"{type(exc).__name__}: {exc}") from exc
     except TimeoutError as exc:
         raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+    except OSError as exc:  # the temp file, its write, fsync or rename: the machine's fault
+        raise file_fault(exc, "cannot write an output into", directory) from exc
     finally:
         await spool.discard()
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import gc
 import hashlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,30 +25,39 @@ from typing import Any
 
 import aiohttp
 
+from batch.adoption import DEFAULT_WINDOW_S, adopt_lost_jobs
 from batch.api import JobView, ScenarioClient, api_session
 from batch.errors import (
     AmbiguousSubmitError,
     ApiError,
     BatchError,
+    ChangedReferenceError,
     DownloadError,
     LedgerError,
+    LocalFaultError,
     OutageError,
     ParallelJobsLimitError,
     PermanentApiError,
     TransientApiError,
-    UnusableOutputError,
     UsageError,
 )
 from batch.estimate import CostBook, Estimate, estimate_items
 from batch.ledger import DirectoryLock, ItemRecord, LedgerState, LedgerWriter, load_state, utc_now
+from batch.local_faults import file_fault, stray_fault
 from batch.manifest import Item, Manifest
 from batch.metadata import METADATA_NAME, write_metadata
 from batch.outputs import fetch_output, remove_stale_temps
 from batch.poller import Finished, Poller, PollPolicy, parse_time
+from batch.preflight import (
+    TYPICAL_OUTPUT_BYTES,
+    check_output_dir,
+    fit_file_limit,
+    warn_if_short_of_space,
+)
 from batch.progress import Progress, SilentProgress
 from batch.reconcile import Reconciler
-from batch.references import References
-from batch.report import write_report
+from batch.references import FileStamp, References, stamp_files
+from batch.report import REPORT_NAME, write_report
 from batch.sample import sample_items
 from batch.settings import ApiSettings
 from batch.slots import Slots
@@ -77,6 +87,9 @@ class RunOptions:
     download_parallel: int = 64
     shard: tuple[int, int] | None = None  # (index, count): run only this slice of the items
     sample: int | None = None  # run only the items of this many inputs (batch.sample)
+    connections: int | None = None  # None: max(32, 2 * concurrency), fitted to the file limit
+    # A run without a ledger adopts matching jobs this recent (batch.adoption); None: never.
+    adopt_window_s: float | None = DEFAULT_WINDOW_S
 
 
 @dataclass(slots=True)
@@ -121,6 +134,7 @@ class Run:
         state: LedgerState,
         writer: LedgerWriter,
         progress: Progress,
+        stamps: Mapping[str, FileStamp | None] | None = None,
     ) -> None:
         self.manifest = manifest
         self.client = client
@@ -131,7 +145,8 @@ class Run:
         self.progress = progress
         self.poller = Poller(client, options.poll)
         self.slots = Slots(options.concurrency)
-        self.references = References(client, session, state.assets, writer.append)
+        self.references = References(client, session, state.assets, writer.append, stamps=stamps)
+        self.sent = 0  # generate calls this run sent (or may have): 0 means nothing spent
         self.reconciler = Reconciler(client, self._is_claimed)
         self.downloads = asyncio.Semaphore(options.download_parallel)
         # Each download makes its file durable in a thread of its own: in the default
@@ -238,7 +253,7 @@ class Run:
             log.warning("%s: outputs not downloaded this run: %s", item.id, exc)
             self.summary.unfinished += 1
             self.progress.item_finished(ok=False)
-        except PermanentApiError as exc:
+        except (PermanentApiError, ChangedReferenceError) as exc:
             await self._fail(item, str(exc), exc.hint)
         except _BudgetReached:
             self.summary.unfinished += 1
@@ -362,6 +377,7 @@ class Run:
         """One generate call. Raises _TryAgain when it surely created nothing."""
         sent_at = utc_now()
         await self._record(item, state="submitting", submittedAt=sent_at, references=references)
+        self.sent += 1
         try:
             submitted = await self.client.generate(item.model, body)
         except ParallelJobsLimitError as exc:
@@ -638,6 +654,10 @@ def _decisive(group: BaseExceptionGroup[BaseException]) -> BaseException:
             leaves.append(error)
 
     flatten(group)
+    if not any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        fault = stray_fault(group)  # the machine failed: that, not its echoes, ends the run
+        if fault is not None:
+            return fault
     for kind in (KeyboardInterrupt, UsageError, LedgerError, BatchError):
         for leaf in leaves:
             if isinstance(leaf, kind):
@@ -682,21 +702,30 @@ async def run_manifest(
     *,
     progress: Progress | None = None,
 ) -> RunSummary:
-    """Run (or resume) a manifest into `options.out_dir`."""
+    """Run (or resume) a manifest into `options.out_dir`.
+
+    A fault of the machine (batch.local_faults) raises LocalFaultError, with
+    `before_spending` set when this run sent no generate call."""
     out_dir = options.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UnusableOutputError(
-            f"cannot use {out_dir} as the output directory: {exc.strerror or exc}"
-        ) from exc
+    check_output_dir(out_dir)
+    fitted = fit_file_limit(
+        options.concurrency, connection_limit(options), options.download_parallel
+    )
+    options = dataclasses.replace(
+        options, connections=fitted.connections, download_parallel=fitted.downloads
+    )
     lock = DirectoryLock(out_dir)
-    lock.acquire()
+    run: Run | None = None
     try:
+        lock.acquire()
         remove_stale_temps(out_dir)
         state = load_state(out_dir)
+        items = _sampled(_in_scope(manifest, options), options.sample)
+        stamps = stamp_files(items)  # a reference is uploaded only as it is now
+        warn_if_short_of_space(out_dir, *_outputs_to_come(items, state))
         writer = LedgerWriter(out_dir)
         writer.open()
+        error: BaseException | None = None
         try:
             writer.append_now(
                 {
@@ -709,6 +738,10 @@ async def run_manifest(
             with _long_lived_heap():
                 async with _session(settings, options) as session:
                     client = ScenarioClient(session, settings)
+                    if options.adopt_window_s and not (state.items or state.superseded):
+                        await adopt_lost_jobs(
+                            client, session, items, state, writer, options.adopt_window_s, stamps
+                        )
                     run = Run(
                         manifest,
                         client,
@@ -717,6 +750,7 @@ async def run_manifest(
                         state,
                         writer,
                         progress or SilentProgress(),
+                        stamps,
                     )
                     try:
                         summary = await run.execute()
@@ -734,11 +768,55 @@ async def run_manifest(
                 }
             )
             return summary
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            writer.close()
-            _write_views(out_dir, manifest)
+            _finish(writer, out_dir, manifest, error)
+    except OSError as exc:  # file work not wrapped where it happened: still the machine's
+        raise file_fault(exc, "cannot use the output directory", out_dir) from exc
+    except LocalFaultError as fault:
+        fault.before_spending = fault.before_spending or run is None or run.sent == 0
+        raise
     finally:
         lock.release()
+
+
+def _finish(
+    writer: LedgerWriter, out_dir: Path, manifest: Manifest, error: BaseException | None
+) -> None:
+    """Close the ledger and write its views (report, metadata). After a machine fault
+    neither may hide it: a second fault of the same disk is not reported, and no view is
+    attempted."""
+    try:
+        writer.close()
+    except LocalFaultError:
+        if error is None:
+            raise
+    if error is None:
+        _write_views(out_dir, manifest)
+    elif stray_fault(error) is None:
+        with contextlib.suppress(LocalFaultError):
+            _write_views(out_dir, manifest)
+
+
+def _outputs_to_come(items: list[Item], state: LedgerState) -> tuple[int, int]:
+    """How many outputs are still to download, and the typical size of one so far."""
+    to_come = 0
+    sizes: list[int] = []
+    for item in items:
+        record = state.items.get(item.id)
+        if record is not None and record.state == "succeeded" and record.fp == item.fingerprint:
+            sizes.extend(f.size for f in record.files[:4])
+        else:
+            to_come += item.num_outputs
+    typical = sum(sizes) // len(sizes) if sizes else TYPICAL_OUTPUT_BYTES
+    return to_come, typical
+
+
+def connection_limit(options: RunOptions) -> int:
+    """Connections open at once (API, CDN, reference hosts together)."""
+    return options.connections or max(32, options.concurrency * 2)
 
 
 class _LongLivedHeap:
@@ -780,20 +858,28 @@ _long_lived_heap = _LongLivedHeap()
 
 def _write_views(out_dir: Path, manifest: Manifest) -> None:
     """report.html and metadata.jsonl are views of the ledger: failing to write them never
-    fails the run (the next run writes them again)."""
+    fails the run (the next run writes them again), unless the machine failed them (a full
+    disk...): that stops the run like any machine fault (batch.local_faults)."""
     try:
         state = load_state(out_dir)
+    except LocalFaultError:
+        raise
     except Exception as exc:
         log.warning("could not read the ledger for report.html and %s: %s", METADATA_NAME, exc)
         return
+    _write_view(METADATA_NAME, out_dir, lambda: write_metadata(out_dir, state))
+    _write_view(REPORT_NAME, out_dir, lambda: write_report(out_dir, manifest, state=state))
+
+
+def _write_view(name: str, out_dir: Path, write: Callable[[], object]) -> None:
     try:
-        write_metadata(out_dir, state)
+        write()
+    except LocalFaultError:
+        raise
+    except OSError as exc:
+        raise file_fault(exc, f"cannot write {name} in", out_dir) from exc
     except Exception as exc:
-        log.warning("could not write %s: %s", METADATA_NAME, exc)
-    try:
-        write_report(out_dir, manifest, state=state)
-    except Exception as exc:
-        log.warning("could not write report.html: %s", exc)
+        log.warning("could not write %s: %s", name, exc)
 
 
 async def estimate_run(manifest: Manifest, settings: ApiSettings, options: RunOptions) -> Estimate:
@@ -832,5 +918,5 @@ async def _cancel_in_flight(run: Run) -> None:
 
 @contextlib.asynccontextmanager
 async def _session(settings: ApiSettings, options: RunOptions) -> Any:
-    async with api_session(settings, connections=max(32, options.concurrency * 2)) as session:
+    async with api_session(settings, connections=connection_limit(options)) as session:
         yield session

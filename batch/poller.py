@@ -219,8 +219,11 @@ class Poller:
         while not self._stopped:
             if not self._watches:
                 self._changed.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation
+                # that lands as the event is set, and the poller would idle on forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._changed.wait()
                 continue
             await self._sleep(self._wait_s())
             if self._stopped:
@@ -297,7 +300,8 @@ class Poller:
         self._changed.clear()
         with contextlib.suppress(TimeoutError):
             # Wake early only to stop; new jobs wait for the next tick like everyone else.
-            await asyncio.wait_for(self._wait_stopped(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._wait_stopped()
 
     async def _wait_stopped(self) -> None:
         while not self._stopped:

@@ -54,7 +54,7 @@ class Reconciler:
     async def _walk(self, batch: list[_Lookup]) -> None:
         self.walks += 1
         oldest = min(lookup.since for lookup in batch) - dt.timedelta(seconds=CLOCK_SKEW_S)
-        wanted = {id(lookup): _canonical(lookup.body) for lookup in batch}
+        wanted = {id(lookup): canonical(lookup.body) for lookup in batch}
         candidates: list[JobView] = []
         async for page in self._client.list_job_pages(created_after=format_time(oldest)):
             for raw in page:
@@ -69,7 +69,7 @@ class Reconciler:
             for job in candidates:
                 if job.job_id in taken or parse_time(job.created_at) < limit:
                     continue
-                if _canonical(_restrict(job.input, lookup.body)) == wanted[id(lookup)]:
+                if canonical(restrict(job.input, lookup.body)) == wanted[id(lookup)]:
                     match = job
                     break
             if match is not None:
@@ -77,10 +77,10 @@ class Reconciler:
             lookup.future.set_result(match)
 
 
-def _restrict(received: Mapping[str, Any], sent: Mapping[str, Any]) -> dict[str, Any]:
+def restrict(received: Mapping[str, Any], sent: Mapping[str, Any]) -> dict[str, Any]:
     """The API may echo extra defaults; compare only what we sent, and require all of it."""
     return {key: received.get(key) for key in sent}
 
 
-def _canonical(body: Mapping[str, Any]) -> str:
+def canonical(body: Mapping[str, Any]) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"))

@@ -17,14 +17,15 @@ import hashlib
 import io
 import mimetypes
 import os
-from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
 
 from batch.api import ScenarioClient
-from batch.errors import PermanentApiError, TransientApiError
+from batch.errors import ChangedReferenceError, PermanentApiError, TransientApiError
+from batch.local_faults import file_fault, socket_fault
 from batch.manifest import Item, Reference
 from batch.manifest_files import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, image_problem
 from batch.urls import MAX_REDIRECTS, RedirectRefused, get_following_redirects
@@ -45,6 +46,7 @@ class References:
         max_bytes: int = MAX_REMOTE_BYTES,
         max_pixels: int = MAX_IMAGE_PIXELS,
         max_redirects: int = MAX_REDIRECTS,
+        stamps: Mapping[str, FileStamp | None] | None = None,
     ) -> None:
         self._max_bytes = max_bytes
         self._max_pixels = max_pixels
@@ -58,6 +60,9 @@ class References:
         # prefetch already resolved, and need not stat the file a second time.
         self._by_path: dict[str, str] = {}
         self.uploads = 0
+        # path -> what the file was when the run started (None: missing): a file that is
+        # no longer that is never uploaded (its item fails: see ChangedReferenceError).
+        self._stamps = stamps or {}
 
     async def asset_ids(self, item: Item) -> list[str]:
         return [await self.asset_id(reference) for reference in item.references]
@@ -70,7 +75,7 @@ class References:
             settled = self._by_path.get(path)
             if settled is not None:
                 return settled
-            quick_key = _file_key(path)
+            quick_key = self._checked_key(path)
             asset_id = self._known.get(quick_key)
             if asset_id is None:
                 asset_id = await self._once(quick_key, lambda: self._upload_file(path))
@@ -80,6 +85,20 @@ class References:
         if url_key in self._known:
             return self._known[url_key]
         return await self._once(url_key, lambda: self._upload_url(reference.value))
+
+    def _checked_key(self, path: str) -> str:
+        """The quick key of a local file, once it is known to be the validated one."""
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            if path in self._stamps:
+                raise _changed(path, removed=True) from None
+            return f"file:{path}"
+        except OSError as exc:
+            raise file_fault(exc, "cannot read the reference", path) from exc
+        if path in self._stamps and FileStamp.of(stat) != self._stamps[path]:
+            raise _changed(path, removed=False)
+        return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}"
 
     async def _once(self, key: str, upload: Callable[[], Awaitable[str]]) -> str:
         """Concurrent items that share an image wait for the one upload in progress."""
@@ -104,7 +123,7 @@ class References:
 
     async def _upload_file(self, path: str) -> str:
         # Reading and hashing in one worker-thread trip keeps the event loop free.
-        data, digest = await asyncio.to_thread(_read_and_hash, path)
+        data, digest = await asyncio.to_thread(read_reference, path, self._stamps.get(path))
         content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
         return await self._upload_bytes(data, os.path.basename(path), content_type, digest)
 
@@ -161,6 +180,9 @@ class References:
         except RedirectRefused as refused:
             raise PermanentApiError(f"reference {url}: {refused}") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
+            fault = socket_fault(exc, "a reference's host")
+            if fault is not None:
+                raise fault from exc
             raise TransientApiError(f"cannot fetch reference {url}: {exc}") from exc
 
 
@@ -169,14 +191,65 @@ def _image_problem(data: bytes, max_pixels: int) -> str | None:
     return image_problem(io.BytesIO(data), max_pixels)
 
 
-def _read_and_hash(path: str) -> tuple[bytes, str]:
-    data = Path(path).read_bytes()
-    return data, hashlib.sha256(data).hexdigest()
+@dataclass(frozen=True, slots=True)
+class FileStamp:
+    """What a reference file was when the run started: the bytes uploaded must be those."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> FileStamp:
+        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def _file_key(path: str) -> str:
+def stamp_files(items: Iterable[Item]) -> dict[str, FileStamp | None]:
+    """Stamp every local reference of `items` (None: missing), once per distinct path."""
+    stamps: dict[str, FileStamp | None] = {}
+    for item in items:
+        for reference in item.references:
+            path = reference.value
+            if reference.kind == "file" and path not in stamps:
+                try:
+                    stamps[path] = FileStamp.of(os.stat(path))
+                except OSError:
+                    stamps[path] = None
+    return stamps
+
+
+def _changed(path: str, *, removed: bool) -> ChangedReferenceError:
+    what = "was removed" if removed else "changed"
+    return ChangedReferenceError(
+        f"reference {path} {what} after the manifest was validated; nothing was uploaded "
+        "or submitted for this item",
+        "put the file back as it was, or check the new one (scenario-batch validate), "
+        "then run again with --retry-failed",
+    )
+
+
+def read_reference(path: str, stamp: FileStamp | None) -> tuple[bytes, str]:
+    """The bytes of a local reference and their sha256, read only if the file is still
+    the one stamped at the start (and did not change while it was read)."""
     try:
-        stat = os.stat(path)
-    except OSError:
-        return f"file:{path}"
-    return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}"
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _changed(path, removed=True) from None
+    except OSError as exc:
+        raise file_fault(exc, "cannot read the reference", path) from exc
+    try:
+        before = FileStamp.of(os.fstat(fd))
+        if stamp is not None and before != stamp:
+            raise _changed(path, removed=False)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        if FileStamp.of(os.fstat(fd)) != before:
+            raise _changed(path, removed=False)
+    except OSError as exc:
+        raise file_fault(exc, "cannot read the reference", path) from exc
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    return data, hashlib.sha256(data).hexdigest()
