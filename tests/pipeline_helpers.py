@@ -43,6 +43,23 @@ def write_manifest(folder: Path, jobs: list[dict[str, Any]], **top: Any) -> Path
     return path
 
 
+def numbered_manifest(
+    folder: Path, count: int, prompt: str, *, images: int = 6, **top: Any
+) -> Path:
+    """`count` items `item-NN` ("<prompt> N", one of `images` images, 1 or 2 outputs)."""
+    write_images(folder / "images", images)
+    jobs = [
+        {
+            "id": f"item-{n:03d}",
+            "prompt": f"{prompt} {n}",
+            "referenceImages": [f"images/img{n % images:04d}.png"],
+            "numOutputs": 1 + n % 2,
+        }
+        for n in range(count)
+    ]
+    return write_manifest(folder, jobs, **top)
+
+
 def settings_for(sim: Simulator, **changes: Any) -> ApiSettings:
     """Settings for `sim`; over https, trusting its CA (and nothing else)."""
     if sim.tls is not None and "network" not in changes:

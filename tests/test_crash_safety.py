@@ -9,6 +9,7 @@ import random
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from tests.conftest import (
 from tests.pipeline_helpers import (
     assert_outputs_intact,
     jobs_created_per_prompt,
+    numbered_manifest,
     run,
     write_images,
     write_manifest,
@@ -46,7 +48,8 @@ def _env(sim: Simulator) -> dict[str, str]:
     return env
 
 
-async def _start_cli(sim: Simulator, *args: str) -> asyncio.subprocess.Process:
+async def _start_cli(sim: Simulator, *args: str, **options: Any) -> asyncio.subprocess.Process:
+    """`scenario-batch run ARGS` in a child process (`options`: of create_subprocess_exec)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -56,21 +59,12 @@ async def _start_cli(sim: Simulator, *args: str) -> asyncio.subprocess.Process:
         env=_env(sim),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        **options,
     )
 
 
 def _crash_manifest(tmp_path: Path, count: int, concurrency: int = 6) -> Path:
-    write_images(tmp_path / "images", 6)
-    jobs = [
-        {
-            "id": f"item-{n:02d}",
-            "prompt": f"crash edit {n}",
-            "referenceImages": [f"images/img{n % 6:04d}.png"],
-            "numOutputs": 1 + n % 2,
-        }
-        for n in range(count)
-    ]
-    return write_manifest(tmp_path, jobs, concurrency=concurrency)
+    return numbered_manifest(tmp_path, count, "crash edit", concurrency=concurrency)
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from tests.pipeline_helpers import (
     jobs_created_per_prompt,
     ledger_lines,
     max_in_window,
+    numbered_manifest,
     run,
     write_images,
     write_manifest,
@@ -44,17 +45,7 @@ NIGHT_RETRY = RetryPolicy(attempts=14, initial_wait_s=0.01, max_wait_s=0.2, tota
 
 
 def _manifest(tmp_path: Path, count: int, *, images: int = 8, **top: Any) -> Path:
-    write_images(tmp_path / "images", images)
-    jobs = [
-        {
-            "id": f"item-{n:03d}",
-            "prompt": f"night edit {n}",
-            "referenceImages": [f"images/img{n % images:04d}.png"],
-            "numOutputs": 1 + n % 2,
-        }
-        for n in range(count)
-    ]
-    return write_manifest(tmp_path, jobs, **top)
+    return numbered_manifest(tmp_path, count, "night edit", images=images, **top)
 
 
 def _final_states(out: Path) -> Counter[str]:

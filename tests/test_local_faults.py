@@ -23,9 +23,8 @@ from tests.fs_shim import FaultyDisk
 from tests.pipeline_helpers import (
     assert_outputs_intact,
     jobs_created_per_prompt,
+    numbered_manifest,
     run,
-    write_images,
-    write_manifest,
 )
 
 ITEMS = 10
@@ -47,17 +46,7 @@ CODES = [errno.ENOSPC, errno.EIO, errno.EROFS]
 
 
 def _manifest(tmp_path: Path, count: int = ITEMS, **top: object) -> Path:
-    write_images(tmp_path / "images", 6)
-    jobs = [
-        {
-            "id": f"item-{n:02d}",
-            "prompt": f"local fault {n}",
-            "referenceImages": [f"images/img{n % 6:04d}.png"],
-            "numOutputs": 1 + n % 2,
-        }
-        for n in range(count)
-    ]
-    return write_manifest(tmp_path, jobs, **top)
+    return numbered_manifest(tmp_path, count, "local fault", **top)
 
 
 def _outputs(count: int = ITEMS) -> int:
