@@ -313,8 +313,8 @@ def _replay(
     try:
         with gc_paused():
             return _replay_open(path, directory, tail_hash, live)
-    except OSError as exc:
-        raise LedgerError(f"cannot read ledger {path}: {exc.strerror or exc}") from exc
+    except OSError as exc:  # EIO, EMFILE...: the machine's (batch.local_faults)
+        raise file_fault(exc, "cannot read the ledger", path) from exc
 
 
 @contextlib.contextmanager
