@@ -45,7 +45,6 @@ DEFAULT_WINDOW_S: Final = 24 * 3600.0
 NOT_ADOPTED: Final = frozenset({"failure", "canceled", "cancelled", "timeout"})
 MAX_ASSET_BYTES: Final = 64 * 1024 * 1024
 PARALLEL_FETCHES: Final = 8
-REFERENCES: Final = "referenceImages"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +63,9 @@ async def find_adoptable(
     stamps: Mapping[str, FileStamp | None],
 ) -> list[Adoption]:
     """The jobs of the last `window_s` seconds that an item of `items` would have bought."""
-    eligible = [item for item in items if all(r.kind != "url" for r in item.references)]
+    eligible = _unambiguous(
+        [item for item in items if all(r.kind != "url" for r in item.references)]
+    )
     if not eligible:
         return []
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window_s)
@@ -72,9 +73,8 @@ async def find_adoptable(
     async for page in client.list_job_pages(created_after=format_time(since)):
         for raw in page:
             job = JobView.parse(raw)
-            prompt = job.input.get("prompt")
-            if isinstance(prompt, str) and job.status not in NOT_ADOPTED:
-                by_prompt.setdefault(prompt, []).append(job)
+            if job.input and job.status not in NOT_ADOPTED:
+                by_prompt.setdefault(_prompt(job.input), []).append(job)
     if not by_prompt:
         return []
     for jobs in by_prompt.values():
@@ -83,10 +83,11 @@ async def find_adoptable(
     adopted: list[Adoption] = []
     taken: set[str] = set()
     for item in eligible:
+        shape = _Shape.of(item)
         candidates = [
             job
-            for job in by_prompt.get(item.prompt, ())
-            if job.job_id not in taken and _same_parameters(item, job)
+            for job in by_prompt.get(item.prompt or "", ())
+            if job.job_id not in taken and shape.same_parameters(job.input)
         ]
         if not candidates:
             continue
@@ -94,11 +95,86 @@ async def find_adoptable(
         if wanted is None:
             continue
         for job in candidates:
-            if await matcher.job_identity(job, item) == wanted:
+            references = shape.references_of(job.input)
+            if await matcher.identity(references, item) == wanted:
                 taken.add(job.job_id)
-                adopted.append(Adoption(item, job, list(job.input.get(REFERENCES) or [])))
+                adopted.append(Adoption(item, job, references))
                 break
     return adopted
+
+
+def _prompt(body: Mapping[str, Any]) -> str:
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, str) else ""
+
+
+def _unambiguous(items: list[Item]) -> list[Item]:
+    """A job does not say which model ran it: items of different models with the same
+    inputs (a model comparison) cannot tell their jobs apart, so none of them is adopted."""
+    models: dict[str, set[str]] = {}
+    for item in items:
+        models.setdefault(_inputs_key(item), set()).add(item.model)
+    kept = [item for item in items if len(models[_inputs_key(item)]) == 1]
+    if len(kept) < len(items):
+        log.info(
+            "%d item(s) share their inputs with another model's: not adopted",
+            len(items) - len(kept),
+        )
+    return kept
+
+
+def _inputs_key(item: Item) -> str:
+    return canonical({"refs": [r.value for r in item.references], "body": _Shape.of(item).params})
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """An item's body split in two: its parameters, and where each of its references sits
+    (input name -> the reference's index, or indexes for a list input)."""
+
+    params: dict[str, Any]
+    files: dict[str, int | list[int]]
+
+    @classmethod
+    def of(cls, item: Item) -> _Shape:
+        marks = {f"\x00ref{n}": n for n in range(len(item.references))}
+        body = item.generate_body(list(marks))
+        files: dict[str, int | list[int]] = {}
+        for key, value in list(body.items()):
+            if isinstance(value, str) and value in marks:
+                files[key] = marks[value]
+            elif isinstance(value, list) and value and all(v in marks for v in value):
+                files[key] = [marks[v] for v in value]
+            else:
+                continue
+            del body[key]
+        return cls(body, files)
+
+    def same_parameters(self, received: Mapping[str, Any]) -> bool:
+        """Everything but the references, as the reconciler compares bodies; and each file
+        input of the same shape."""
+        for key, where in self.files.items():
+            value = received.get(key)
+            if isinstance(where, int) != isinstance(value, str):
+                return False
+            if isinstance(where, list) and (
+                not isinstance(value, list) or len(value) != len(where)
+            ):
+                return False
+        return canonical(restrict(received, self.params)) == canonical(self.params)
+
+    def references_of(self, received: Mapping[str, Any]) -> list[str]:
+        """The job's reference asset ids in the item's reference order."""
+        count = sum(1 if isinstance(w, int) else len(w) for w in self.files.values())
+        ordered = [""] * count
+        for key, where in self.files.items():
+            value = received[key]
+            if isinstance(where, int):
+                ordered[where] = str(value)
+            else:
+                for index, asset_id in zip(where, value, strict=True):
+                    ordered[index] = str(asset_id)
+        return ordered
 
 
 def announce(adopted: Sequence[Adoption], window_s: float) -> None:
@@ -133,16 +209,6 @@ def adoption_records(adoption: Adoption) -> list[dict[str, Any]]:
     if job.cost is not None:
         submitted["cost"] = job.cost
     return [submitting, submitted]
-
-
-def _same_parameters(item: Item, job: JobView) -> bool:
-    """Everything but the references, as the reconciler compares bodies."""
-    sent = item.generate_body([])
-    sent.pop(REFERENCES)
-    received = job.input.get(REFERENCES)
-    if not isinstance(received, list) or len(received) != len(item.references):
-        return False
-    return canonical(restrict(job.input, sent)) == canonical(sent)
 
 
 class _Matcher:
@@ -180,9 +246,9 @@ class _Matcher:
             identity.append(f"sha256:{known}")
         return identity
 
-    async def job_identity(self, job: JobView, item: Item) -> list[str | None]:
+    async def identity(self, asset_ids: list[str], item: Item) -> list[str | None]:
+        """A job's references by content (an asset the item names itself: by id)."""
         ours = {r.value for r in item.references if r.kind == "asset"}
-        asset_ids = [str(a) for a in job.input.get(REFERENCES) or []]
         missing = [a for a in asset_ids if a not in ours and a not in self._assets]
         if missing:
             await self._hash_assets(missing)

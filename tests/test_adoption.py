@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from batch.cli import main
 from batch.ledger import load_state
+from batch.simulator import Simulator
+from batch.simulator.models import SEEDREAM
 from tests.conftest import SimulatorFactory, make_png
 from tests.pipeline_helpers import (
     assert_outputs_intact,
@@ -122,3 +125,26 @@ async def test_a_reference_changed_or_removed_mid_run_fails_its_item_and_is_not_
     assert uploaded and not any(base64.b64encode(replaced).decode() in u for u in uploaded)
     record = load_state(out).items["item-7"]
     assert record.state == "failed" and record.hint and "--retry-failed" in record.hint
+
+
+async def test_a_model_with_several_file_inputs_is_adopted_by_content(
+    scenario_env: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """seedream's list input of two files: the lost ledger's jobs are found and adopted."""
+    write_images(tmp_path / "images", 3)
+    manifest = write_manifest(
+        tmp_path,
+        [
+            {"id": f"s{n}", "prompt": f"seed {n}", "sourceImages": [f"images/img000{n}.png",
+                                                                    "images/img0002.png"]}
+            for n in range(2)
+        ],
+        model=SEEDREAM,
+        output="out",
+    )  # fmt: skip
+    assert await asyncio.to_thread(main, ["run", str(manifest), "-q"]) == 0
+    shutil.rmtree(tmp_path / "out")
+    assert await asyncio.to_thread(main, ["run", str(manifest)]) == 0
+    assert "adopted 2 job(s)" in capsys.readouterr().err
+    assert set(jobs_created_per_prompt(scenario_env).values()) == {1}
+    assert assert_outputs_intact(tmp_path / "out") == 2
