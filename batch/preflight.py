@@ -29,7 +29,9 @@ from batch.local_faults import fault, file_fault
 log = logging.getLogger(__name__)
 
 # Descriptors a run holds whatever its size: stdio, the event loop (epoll, self-pipe), the
-# ledger and its lock, resolver and checkpoint pipes, with room to spare (measured: ~12).
+# ledger and its lock, resolver and checkpoint pipes, with room to spare. Measured peaks
+# against the simulator: 14 at --concurrency 1, 27 at 8, 48 at 32; the model below needs
+# at least 37, 44 and 68 there (126, 126, 158 for full speed): it errs on the safe side.
 BASE_FDS: Final = 24
 # References read at once (the loop's default executor) and the report's thumbnails.
 READ_FDS: Final = min(32, (os.cpu_count() or 1) + 4)
