@@ -26,6 +26,7 @@ class Rule:
     pattern: str  # regex searched in the path relative to the root ("." is the root itself)
     errno: int
     after: int  # matching calls that still succeed before the first failure
+    short: bool = False  # the first failing write writes half its bytes instead (a torn line)
 
 
 class FaultyDisk:
@@ -43,9 +44,11 @@ class FaultyDisk:
         monkeypatch.setattr(os, "replace", self._replace)
         monkeypatch.setattr(os, "close", self._close)
 
-    def arm(self, op: str, pattern: str, errno: int, *, after: int = 0) -> None:
+    def arm(
+        self, op: str, pattern: str, errno: int, *, after: int = 0, short: bool = False
+    ) -> None:
         with self._lock:
-            self.rule = Rule(op, pattern, errno, after)
+            self.rule = Rule(op, pattern, errno, after, short)
             self.calls = self.failed = 0
 
     def disarm(self) -> None:
@@ -63,17 +66,21 @@ class FaultyDisk:
             return full[len(self.root) + 1 :]
         return None
 
-    def _check(self, op: str, relative: str | None) -> None:
+    def _check(self, op: str, relative: str | None) -> bool:
+        """Raise the rule's error for a matching call past `after`; True instead for the
+        first such write of a `short` rule (the caller writes half its bytes)."""
         if relative is None:
-            return
+            return False
         with self._lock:
             rule = self.rule
             if rule is None or rule.op != op or not re.search(rule.pattern, relative):
-                return
+                return False
             self.calls += 1
             if self.calls <= rule.after:
-                return
+                return False
             self.failed += 1
+            if rule.short and self.failed == 1:
+                return True
         raise OSError(rule.errno, os.strerror(rule.errno), os.path.join(self.root, relative))
 
     def _open(self, path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
@@ -89,7 +96,9 @@ class FaultyDisk:
         real = _REAL[op]
 
         def wrapped(fd: int, *args: Any) -> Any:
-            self._check(op, self._fds.get(fd))
+            if self._check(op, self._fds.get(fd)):
+                data = args[0]
+                return real(fd, data[: max(1, len(data) // 2)])
             return real(fd, *args)
 
         return wrapped

@@ -95,6 +95,27 @@ async def test_a_fault_on_each_write_path_stops_the_run_and_the_rerun_completes(
     assert (out / "report.html").is_file()
 
 
+async def test_a_half_written_ledger_append_is_cut_off(
+    simulator_factory: SimulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short write then ENOSPC mid-append: the torn half-line is removed at once, so the
+    ledger stays whole lines (a later append would otherwise be glued to the fragment)."""
+    sim = await simulator_factory()
+    manifest = _manifest(tmp_path)
+    out = tmp_path / "out"
+    disk = FaultyDisk(monkeypatch, tmp_path)
+    disk.arm("write", r"^out/ledger\.jsonl$", errno.ENOSPC, after=8, short=True)
+    with pytest.raises(LocalFaultError):
+        await run(sim, manifest, out, concurrency=3)
+    assert disk.failed == 2  # the short write, then the failure
+    assert (out / "ledger.jsonl").read_bytes().endswith(b"\n")
+    assert load_state(out).torn_lines == 0
+    disk.disarm()
+    assert (await run(sim, manifest, out, concurrency=3)).exit_code == 0
+    assert set(jobs_created_per_prompt(sim).values()) == {1}
+    assert assert_outputs_intact(out) == _outputs()
+
+
 async def test_a_fault_stops_submitting_at_once(
     simulator_factory: SimulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
