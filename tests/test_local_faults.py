@@ -40,6 +40,7 @@ SITES = [
     ("directory-fsync", "fsync", r"^out$", 2),
     ("thumbnail", "open", r"^out/thumbs/", 1),
     ("report", "open", r"^out/\.report\.html\.tmp-", 0),
+    ("metadata", "open", r"^out/\.metadata\.jsonl\.tmp-", 0),
     ("reference-read", "read", r"^images/", 2),
 ]
 CODES = [errno.ENOSPC, errno.EIO, errno.EROFS]
@@ -92,7 +93,7 @@ async def test_a_fault_on_each_write_path_stops_the_run_and_the_rerun_completes(
     per_prompt = jobs_created_per_prompt(sim)
     assert len(per_prompt) == ITEMS and set(per_prompt.values()) == {1}, per_prompt
     assert assert_outputs_intact(out) == _outputs()
-    assert (out / "report.html").is_file()
+    assert (out / "report.html").is_file() and (out / "metadata.jsonl").is_file()
 
 
 async def test_a_half_written_ledger_append_is_cut_off(
