@@ -365,7 +365,8 @@ class _Builder:
         """`jobs[3] (cat-watercolor).guidanceScale`: a job is also named by its id."""
         if len(loc) < 2 or loc[0] != "jobs" or not isinstance(loc[1], int) or loc[2:] == ("id",):
             return _where(loc)
-        jobs = self.lines.root.get("jobs") if isinstance(self.lines.root, dict) else None
+        tree = self.lines.tree()
+        jobs = tree.get("jobs") if isinstance(tree, dict) else None
         raw = jobs[loc[1]] if isinstance(jobs, list) and 0 <= loc[1] < len(jobs) else None
         job_id = raw.get("id") if isinstance(raw, dict) else None
         if not isinstance(job_id, str) or not _ID.fullmatch(job_id):
@@ -434,15 +435,16 @@ class _Builder:
         for index, job in jobs:
             uses, job_params = self.uses.parse(("jobs", index), job.model, job.models)
             plans.append((index, job, top_uses if uses is None else uses, job_params))
+        jobs.clear()  # `plans` holds them, and lets each go once its items are drafted
         if not self.uses.named:
             self.uses.named[self.model] = [("model",)]
         self._resolve_models(top.projectId)
         defaults = None
         if top.defaults:
             defaults = Source(("defaults",), top.defaults.model_extra or {}, shared=True)
-        for index, job, uses, job_params in plans:
-            if self.too_many:
-                break
+        plans.reverse()
+        while plans and not self.too_many:
+            index, job, uses, job_params = plans.pop()
             self._expand(index, job, uses, Levels(defaults, top_params, job_params), defaults_ok)
         items = self._finish()
         self._raise_if_problems()
@@ -511,8 +513,14 @@ class _Builder:
 
     def _validate(
         self, data: dict[str, Any]
-    ) -> tuple[ManifestModel | None, list[tuple[int, Job]], bool]:
-        """Validate with pydantic; on errors, report them and keep whatever parts are valid."""
+    ) -> tuple[ManifestModel | None, list[tuple[int, Job | _PlainJob]], bool]:
+        """Validate with pydantic; on errors, report them and keep whatever parts are valid.
+
+        Jobs of the common shape (no `images:` mapping, no `prompts:`) are checked without a
+        pydantic instance each (100,000 of those took ~65 MB): see `_plain_jobs`."""
+        plain = self._plain_jobs(data)
+        if plain is not None:
+            return plain
         try:
             model = ManifestModel.model_validate(data)
             return model, list(enumerate(model.jobs)), True
@@ -527,7 +535,7 @@ class _Builder:
             top: ManifestModel | None = ManifestModel.model_validate(clean)
         except ValidationError:
             top = None
-        jobs: list[tuple[int, Job]] = []
+        jobs: list[tuple[int, Job | _PlainJob]] = []
         raw_jobs = data.get("jobs")
         if isinstance(raw_jobs, list):
             for index, raw in enumerate(raw_jobs):
@@ -535,6 +543,37 @@ class _Builder:
                     with contextlib.suppress(ValidationError):  # reported above
                         jobs.append((index, Job.model_validate(raw)))
         return top, jobs, "defaults" not in bad_top
+
+    def _plain_jobs(
+        self, data: dict[str, Any]
+    ) -> tuple[ManifestModel, list[tuple[int, Job | _PlainJob]], bool] | None:
+        """The top level checked by pydantic with one empty job in place of the list, and
+        each job by the same rules as `Job` where its shape is plain (else by `Job`
+        itself). None when anything fails: the full validation then reports it exactly as
+        always. The raw jobs are released as they are read (`consume`)."""
+        raw_jobs = data.get("jobs")
+        if not isinstance(raw_jobs, list) or not raw_jobs:
+            return None
+        validated: dict[int, Job] = {}
+        for index, raw in enumerate(raw_jobs):
+            if not _is_plain(raw):
+                try:
+                    validated[index] = Job.model_validate(raw)
+                except ValidationError:
+                    return None
+        try:
+            top = ManifestModel.model_validate({**data, "jobs": [{}]})
+        except ValidationError:
+            return None
+        # Lines are found by parsing the text again: the raw jobs are not needed after this.
+        consume = self.lines.detached()
+        jobs: list[tuple[int, Job | _PlainJob]] = []
+        for index, raw in enumerate(raw_jobs):
+            job = validated.get(index)
+            jobs.append((index, _plain_job(raw) if job is None else job))
+            if consume:
+                raw_jobs[index] = None
+        return top, jobs, True
 
     def _report(self, errors: Sequence[Any]) -> None:
         for error in errors:
@@ -558,7 +597,12 @@ class _Builder:
 
     # -- jobs -------------------------------------------------------------------------------
     def _expand(
-        self, index: int, job: Job, uses: list[ModelUse], levels: Levels, defaults_ok: bool
+        self,
+        index: int,
+        job: Job | _PlainJob,
+        uses: list[ModelUse],
+        levels: Levels,
+        defaults_ok: bool,
     ) -> None:
         loc: Loc = ("jobs", index)
         if job.id in (".", ".."):
@@ -608,7 +652,7 @@ class _Builder:
                 for use, resolved, files in drafted:
                     self._draft(loc, job, entry, image, resolved, files, use, shared)
 
-    def _images(self, loc: Loc, job: Job) -> list[tuple[str, str]] | None:
+    def _images(self, loc: Loc, job: Job | _PlainJob) -> list[tuple[str, str]] | None:
         spec = job.images
         glob_pattern: str | None
         folder: str | None
@@ -697,7 +741,7 @@ class _Builder:
     def _draft(
         self,
         loc: Loc,
-        job: Job,
+        job: Job | _PlainJob,
         entry: _Entry | None,
         image: tuple[str, str] | None,
         resolved: Resolved,
@@ -915,6 +959,47 @@ class _Remembered:
         if missing:
             self.found.update(self.source.resolve(missing, project_id))
         return {model_id: self.found[model_id] for model_id in ids if model_id in self.found}
+
+
+@dataclass(frozen=True, slots=True)
+class _PlainJob:
+    """A job `_plain_job` found valid: what `_expand` reads of a `Job`, without pydantic."""
+
+    id: str | None
+    images: str | None
+    model: str | None
+    models: Any
+    model_extra: dict[str, Any]
+    prompts: None = None
+
+
+_JOB_FIELDS = frozenset(Job.model_fields)
+_PLAIN_FIELDS = frozenset({"id", "images", "model", "models"})
+
+
+def _is_plain(raw: Any) -> bool:
+    """Whether `Job.model_validate(raw)` would accept `raw` with every field a plain value
+    (`id`, `model`, a string `images`, any `models`, any parameter). False for any other
+    shape and for any value `Job` would refuse: `Job` then decides, and reports."""
+    if type(raw) is not dict:
+        return False
+    if not _PLAIN_FIELDS.issuperset(_JOB_FIELDS.intersection(raw)):
+        return False
+    job_id = raw.get("id")
+    if job_id is not None and not (type(job_id) is str and _ID.fullmatch(job_id)):
+        return False
+    model = raw.get("model")
+    if model is not None and not (type(model) is str and MODEL_ID.fullmatch(model)):
+        return False
+    images = raw.get("images")
+    return images is None or (type(images) is str and 1 <= len(images) <= 4096)
+
+
+def _plain_job(raw: dict[str, Any]) -> _PlainJob:
+    """A job `_is_plain` accepted, read as `Job` reads it (other keys: `model_extra`)."""
+    extra = {key: value for key, value in raw.items() if key not in _JOB_FIELDS}
+    get = raw.get
+    return _PlainJob(get("id"), get("images"), get("model"), get("models"), extra)
 
 
 def _stem(references: Sequence[Reference]) -> str:

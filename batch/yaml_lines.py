@@ -95,6 +95,16 @@ class LineMap:
         tracked, lines, _ = _load(text, self._limits, track=True)
         self._tracked, self._lines = tracked, lines._lines
 
+    def detached(self) -> bool:
+        """Whether lines are looked up in a tree of their own (parsed again from the text),
+        so the caller may release parts of `root` once it has read them."""
+        return self._text is not None or self._tracked is not self.root
+
+    def tree(self) -> Any:
+        """The data as parsed, whole, whatever the caller released of `root`."""
+        self._ensure_lines()
+        return self._tracked
+
     def line_of(self, path: tuple[str | int, ...]) -> int | None:
         """The line of `path` (keys and indexes from the root), or of its nearest ancestor."""
         self._ensure_lines()

@@ -63,3 +63,20 @@ def write_table_manifest(folder: Path, images: int, rows: int) -> Path:
 def checksum(paths: list[Path]) -> int:
     """A cheap check that the images really differ (used by the smoke test)."""
     return len({zlib.crc32(p.read_bytes()) for p in paths})
+
+
+def write_explicit_manifest(folder: Path, jobs: int, images: int) -> Path:
+    """`jobs` jobs written one by one, as scripts write them (`id`, `prompt`,
+    `referenceImages`: 3 lines each), over `images` shared images (job k uses image k %
+    images)."""
+    write_images(folder / "images", images)
+    path = folder / "manifest.yaml"
+    with path.open("w") as out:
+        out.write("jobs:\n")
+        for index in range(jobs):
+            out.write(
+                f"  - id: job{index:06d}\n"
+                f"    prompt: {PROMPT} number {index}\n"
+                f"    referenceImages: [images/img{index % images:06d}.png]\n"
+            )
+    return path

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
+from pydantic import ValidationError
 
 from batch.errors import ManifestError, Problem
 from batch.manifest import DEFAULT_MODEL, Reference, load_manifest, manifest_json_schema
@@ -484,3 +488,80 @@ def test_ids_and_fingerprints_are_those_of_earlier_versions(tmp_path: Path) -> N
         "loras": ["model_lora1"],
         "lorasScale": [1.0],
     }
+
+
+_PLAIN_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False),
+    st.text(alphabet="ab._-/ \n*", max_size=6),
+    st.just("x" * 129),
+    st.lists(st.text(alphabet="ab", max_size=2), max_size=2),
+    st.dictionaries(st.sampled_from(["glob", "folder", "x"]), st.text(max_size=2), max_size=2),
+)
+_JOB_KEYS = st.sampled_from(
+    ["id", "model", "models", "images", "prompts", "prompt", "seed", "referenceImages", "x"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(st.dictionaries(_JOB_KEYS, _PLAIN_VALUES, max_size=5), _PLAIN_VALUES))
+def test_jobs_checked_without_pydantic_read_as_pydantic_reads_them(raw: Any) -> None:
+    """A job taken by the fast check is one `Job` accepts, read field for field the same;
+    any job `Job` refuses is left to `Job` (which reports it)."""
+    from batch.manifest import _is_plain, _plain_job
+    from batch.manifest_schema import Job
+
+    try:
+        job = Job.model_validate(raw)
+    except ValidationError:
+        assert not _is_plain(raw)
+        return
+    if _is_plain(raw):
+        plain = _plain_job(raw)
+        assert (plain.id, plain.images, plain.model, plain.models, plain.prompts) == (
+            job.id,
+            job.images,
+            job.model,
+            job.models,
+            job.prompts,
+        )
+        assert list(plain.model_extra.items()) == list((job.model_extra or {}).items())
+
+
+def test_plain_jobs_give_the_items_pydantic_jobs_give(
+    tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items are the same whether the jobs were checked by the fast path or by `Job`."""
+    path = write(
+        tmp_path,
+        """
+        defaults: {seed: 7}
+        jobs:
+          - {id: a, prompt: one, referenceImages: [images/cat.png], guidanceScale: 4}
+          - {prompt: two, referenceImages: [images/dog.png], seed: null}
+          - {id: c, images: "images/*.png", prompt: three, model: model_flux-kontext-editing}
+          - id: d
+            images: {folder: images}
+            prompts: [{id: w, prompt: four}, {prompt: five, seed: 3}]
+        """,
+    )
+    fast = load_manifest(path)
+    monkeypatch.setattr("batch.manifest._is_plain", lambda raw: False)
+    slow = load_manifest(path)
+    assert fast == slow
+    assert [dict(i.params) for i in fast.items] == [dict(i.params) for i in slow.items]
+    assert len(fast.items) == 2 + 3 + 6
+
+
+def test_a_problem_in_a_late_job_names_it_once_the_raw_jobs_are_released(tmp_path: Path) -> None:
+    """Jobs are released as they are read; a problem found afterwards still names its job
+    by id, with its line."""
+    (tmp_path / "cat.png").write_bytes(make_png(8, 8))
+    body = "jobs:\n" + "".join(
+        f"  - id: j{n}\n    prompt: p\n    referenceImages: [cat.png]\n" for n in range(3)
+    )
+    path = write(tmp_path, body + "  - id: late\n    prompt: p\n    referenceImages: [no.png]\n")
+    found = only(path)
+    assert (found.line, found.where) == (13, "jobs[3] (late).referenceImages[0]")
