@@ -183,13 +183,14 @@ class Run:
         # A sample leaves the rest of the manifest for later: only what left it is "removed".
         self.summary.removed = sorted(set(self.state.items) - {i.id for i in in_scope})
         todo = list(self._plan(items))
-        await self._record_planned([item for item, record in todo if record is None])
+        planned = _PlannedRecords([item for item, record in todo if record is None])
         await self._record_missing_inputs(items)
         self.progress.start(total=len(items), done=self.summary.skipped)
         try:
             async with asyncio.TaskGroup() as group:
+                group.create_task(self._record_planned(planned), name="planned")
                 poll_task = group.create_task(self.poller.run(), name="poller")
-                await self._start_items(group, todo)
+                await self._start_items(group, todo, planned)
                 await self._idle.wait()
                 for prefetch in self._prefetches:  # every item is done: none is needed
                     prefetch.cancel()
@@ -224,14 +225,22 @@ class Run:
             yield item, record
 
     async def _start_items(
-        self, group: asyncio.TaskGroup, todo: list[tuple[Item, ItemRecord | None]]
+        self,
+        group: asyncio.TaskGroup,
+        todo: list[tuple[Item, ItemRecord | None]],
+        planned: _PlannedRecords,
     ) -> None:
         ahead = 0  # todo[:ahead] have had their references prefetched
+        new = 0  # items of todo[:index] without a record: todo's order is `planned`'s
         for index, (item, record) in enumerate(todo):
             resumable = record is not None and record.state in ("submitted", "submitting")
+            if record is None:
+                new += 1
             if self._stop_submitting and not resumable:
                 self.summary.unfinished += 1
                 continue
+            if record is None:
+                await planned.durable(new)  # no work for an item before its `planned`
             while ahead < min(len(todo), index + self.slots.limit + 1):
                 nxt, nxt_record = todo[ahead]
                 if nxt_record is None or nxt_record.state in ("planned", "failed"):
@@ -566,24 +575,36 @@ class Run:
 
     # -- ledger -----------------------------------------------------------------------
 
-    async def _record_planned(self, items: list[Item]) -> None:
-        """Every new item is written `planned` before any work starts, in large batches
-        (one write and one fsync each): `status` sees the whole run from its first second,
-        and no item waits for its own `planned` record on its way to the API."""
+    async def _record_planned(self, planned: _PlannedRecords) -> None:
+        """Every new item is written `planned`, in manifest order, in large batches (one
+        write and one fsync each) while the first items already run: `status` sees the
+        whole run within its first seconds, and an item starts only once its own record
+        is durable (`_PlannedRecords.durable`), so every record it writes later follows it.
+        A 100,000-item run used to spend 1.4 s here before its first submit."""
+        items = planned.items
         for start in range(0, len(items), PLANNED_BATCH):
-            records = [
-                {
-                    "type": "item",
-                    "id": item.id,
-                    "fp": item.fingerprint,
-                    "state": "planned",
-                    "prompt": item.prompt,
-                    "model": item.model,
-                    "inputs": item_inputs(item),
-                }
-                for item in items[start : start + PLANNED_BATCH]
-            ]
-            await self._append_batch(records)
+            batch = items[start : start + PLANNED_BATCH]
+            records = await asyncio.to_thread(self._write_planned, batch)
+            for record in records:
+                self.state.apply(record)
+            planned.wrote(len(batch))
+
+    def _write_planned(self, items: list[Item]) -> list[dict[str, Any]]:
+        """Made and written off the event loop: the items already started keep running."""
+        records = [
+            {
+                "type": "item",
+                "id": item.id,
+                "fp": item.fingerprint,
+                "state": "planned",
+                "prompt": item.prompt,
+                "model": item.model,
+                "inputs": item_inputs(item),
+            }
+            for item in items
+        ]
+        self.writer.append_many(records)
+        return records
 
     async def _record_missing_inputs(self, items: list[Item]) -> None:
         """Items of a ledger written before `planned` carried the inputs get them now, in a
@@ -625,6 +646,27 @@ class Run:
 
     def _is_claimed(self, job_id: str) -> bool:
         return job_id in self._claimed
+
+
+class _PlannedRecords:
+    """The new items of a run, whose `planned` records are written in order while the
+    run starts; `durable(n)` returns once the first n are on disk (and in the state)."""
+
+    def __init__(self, items: list[Item]) -> None:
+        self.items = items
+        self._written = 0
+        self._progress = asyncio.Event()
+
+    def wrote(self, count: int) -> None:
+        self._written += count
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def durable(self, count: int) -> None:
+        # No timeout of its own: the writing task ends (or fails, which cancels the run's
+        # task group, this wait included) after at most one fsync per batch.
+        while self._written < count:
+            await self._progress.wait()
 
 
 async def _urls_of(final: Finished) -> dict[str, str]:

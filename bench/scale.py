@@ -1,5 +1,6 @@
-"""Scale: validating a 100,000-item manifest, loading a 100,000-entry ledger (each in a
-fresh process, for honest time and peak RSS)."""
+"""Scale: validating a 100,000-item manifest (bulk, and written job by job as scripts
+write them), the first submit of a run on the latter, loading a 100,000-entry ledger (each
+in a fresh process, for honest time and peak RSS)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import hashlib
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.clients import peak_rss_mb
-from bench.workload import write_bulk_manifest, write_table_manifest
+from bench.clients import API_KEY, API_SECRET, peak_rss_mb
+from bench.simproc import SimProcess
+from bench.workload import write_bulk_manifest, write_explicit_manifest, write_table_manifest
 
 
 @dataclass(slots=True)
@@ -69,6 +73,68 @@ def table_validate(root: Path, images: int, rows: int) -> Timed:
     timed = _in_child(_validate, write_table_manifest(root, images, rows))
     timed.what = f"validate ({rows:,}-row CSV table over {images:,} images)"
     return timed
+
+
+def _whole_process(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of a command, from its start to its exit, as
+    `/usr/bin/time -v` sees them."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{argv} exited with {process.returncode}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def scripted_validate(root: Path, jobs: int, images: int) -> Timed:
+    """`scenario-batch validate` on `jobs` explicit jobs over `images` shared images, the
+    whole process (start-up included); the base is `validate --help`'s process."""
+    path = write_explicit_manifest(root, jobs, images)
+    _, base = _whole_process([sys.executable, "-m", "batch", "validate", "--help"])
+    seconds, peak = _whole_process([sys.executable, "-m", "batch", "validate", str(path)])
+    return Timed("validate (scripted, whole process)", jobs, seconds, peak, base)
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def first_submit(root: Path, jobs: int, images: int, timeout_s: float = 60.0) -> Timed:
+    """Seconds from starting `scenario-batch run` on the scripted manifest (a fresh output
+    directory) to the simulator creating its first job, i.e. the first POST /generate
+    taking effect; peak RSS is the run's at that moment. The run is then stopped."""
+    path = write_explicit_manifest(root, jobs, images)
+    env = {
+        **os.environ,
+        "SCENARIO_SDK_API_KEY": API_KEY,
+        "SCENARIO_SDK_API_SECRET": API_SECRET,
+    }
+    with SimProcess(job_latency_s=2.0) as sim:
+        env["SCENARIO_BASE_URL"] = sim.base_url
+        argv = [sys.executable, "-m", "batch", "run", str(path), "--out", str(root / "out")]
+        started = time.time()  # the simulator stamps jobs with time.time()
+        process = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            created: list[float] = []
+            peak = 0.0
+            while not created and time.time() - started < timeout_s:
+                time.sleep(0.05)
+                peak = _vm_hwm_mb(process.pid) if process.poll() is None else peak
+                created = [at for at, _ in sim.stats().jobs.values()]
+            if not created:
+                raise RuntimeError(f"no job was created in {timeout_s:.0f} s")
+        finally:
+            process.kill()
+            process.wait()
+    return Timed("run: first submit (scripted)", jobs, min(created) - started, peak, 0.0)
 
 
 def _ledger_records(items: int, images: int) -> Iterator[dict[str, Any]]:

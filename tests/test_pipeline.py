@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from tests.conftest import SimulatorFactory, over_http_and_https
 from tests.pipeline_helpers import (
     assert_outputs_intact,
     jobs_created_per_prompt,
+    ledger_lines,
     run,
     write_images,
     write_manifest,
@@ -345,3 +348,29 @@ async def test_prefetch_waits_out_the_wave_that_started_it(
     assert min(later) >= 0.1, later
     # ... and still ahead of their items, which start when the second wave ends.
     assert max(uploads) < submits[8], (uploads, submits)
+
+
+async def test_each_item_is_planned_on_disk_before_it_is_submitted(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planned records are written in batches while the first items already run, yet
+    every item's `planned` line precedes its `submitting` line, and every item has one."""
+    monkeypatch.setattr(pipeline, "PLANNED_BATCH", 3)
+    write_planned = pipeline.Run._write_planned
+
+    def slow_disk(run: pipeline.Run, items: list[Any]) -> list[dict[str, Any]]:
+        time.sleep(0.3)  # in the writing thread: a disk slower than the API
+        return write_planned(run, items)
+
+    monkeypatch.setattr(pipeline.Run, "_write_planned", slow_disk)
+    manifest = _one_image_each(tmp_path, 11)
+    out = tmp_path / "out"
+
+    summary = await run(simulator, manifest, out, concurrency=4)
+
+    assert summary.succeeded == 11
+    first: dict[str, str] = {}
+    for record in ledger_lines(out):
+        if record.get("type") == "item":
+            first.setdefault(record["id"], record["state"])
+    assert len(first) == 11 and set(first.values()) == {"planned"}
