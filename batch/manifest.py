@@ -130,6 +130,24 @@ _PROMPT_KEYS = tuple(KEYS["prompts"])
 _KONTEXT_FILES = ("referenceImages",)
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# What `_CANONICAL.encode` runs, made once instead of per call (a third of its time per
+# item). No cycle check: YAML data holds none (an alias inside its own anchor is refused).
+_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_encode_chunks = (
+    None
+    if _make_encoder is None
+    else _make_encoder(
+        None, _CANONICAL.default, json.encoder.encode_basestring, None, ":", ",", True, False, True
+    )
+)
+
+
+def _canonical(value: Any) -> str:
+    """`_CANONICAL.encode(value)`, faster."""
+    if _encode_chunks is None:
+        return _CANONICAL.encode(value)
+    return "".join(_encode_chunks(value, 0))
+
 
 Loc = tuple[str | int, ...]
 _Entry = tuple[str, int, PromptEntry]  # (prompt id, index in prompts, the entry)
@@ -635,7 +653,7 @@ class _Builder:
                 entry_sources = [Source(ploc, params, _PROMPT_KEYS)]
             shared = ""
             if tagged and job.id is None:
-                shared = _CANONICAL.encode([s.params for s in levels.shared(own, entry_sources)])
+                shared = _canonical([s.params for s in levels.shared(own, entry_sources)])
             drafted: list[tuple[ModelUse, Resolved, _Files]] = []
             for use in uses:
                 spec = self.specs.get(use.model)
@@ -776,7 +794,7 @@ class _Builder:
         draft.fingerprint = self._fingerprint(draft)
         if shared and use.tagged:
             image_key = self._relpath(image[0]) if image is not None else None
-            text = _CANONICAL.encode([shared, image_key, stem])
+            text = _canonical([shared, image_key, stem])
             draft.shared_fp = hashlib.sha256(text.encode()).hexdigest()
         self._used.setdefault(use.model)
         self.drafts.append(draft)
@@ -867,7 +885,7 @@ class _Builder:
             "references": refs,
             "params": draft.params,
         }
-        text = _CANONICAL.encode(canonical)
+        text = _canonical(canonical)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _relpath(self, path: str) -> str:

@@ -193,6 +193,24 @@ def targets(
                 f"{t.seconds:.2f} s ({t.cpu_s:.2f} s of CPU)",
             )
         )
+    if "scripted" in timed:
+        t = timed["scripted"]
+        found.append(
+            Target(
+                f"validate {t.count:,} scripted jobs in < 3 s at < 200 MB (whole process)",
+                t.seconds < 3 and t.peak_rss_mb < 200,
+                f"{t.seconds:.2f} s ({t.cpu_s:.2f} s of CPU), {t.peak_rss_mb:.0f} MB",
+            )
+        )
+    if "first_submit" in timed:
+        t = timed["first_submit"]
+        found.append(
+            Target(
+                f"run on {t.count:,} scripted jobs: first submit within 5 s of starting",
+                t.seconds < 5,
+                f"{t.seconds:.2f} s",
+            )
+        )
     for key, how in (
         ("ledger", "full replay, no snapshot"),
         ("ledger_snapshot", "as a finished run leaves it"),
@@ -377,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             images, prompts = plan.manifest
             timed["validate"] = scale.manifest_validate(Path(tmp) / "m", images, prompts)
             timed["table"] = scale.table_validate(Path(tmp) / "t", images, plan.ledger_items)
+            timed["scripted"] = scale.scripted_validate(Path(tmp) / "j", plan.ledger_items, 100)
+            timed["first_submit"] = scale.first_submit(Path(tmp) / "f", plan.ledger_items, 100)
             timed["ledger"] = scale.ledger_load(Path(tmp) / "l", plan.ledger_items)
             timed["ledger_snapshot"] = scale.ledger_load(
                 Path(tmp) / "s", plan.ledger_items, snapshot=True

@@ -11,7 +11,13 @@ from bench import profiles
 from bench.clients import ClientResult
 from bench.fsprobe import durable_output_cpu_us, file_create_cpu_us
 from bench.measure import Config, Outcome, lossless_floor_s, run_config
-from bench.scale import ledger_load, manifest_validate, table_validate
+from bench.scale import (
+    first_submit,
+    ledger_load,
+    manifest_validate,
+    scripted_validate,
+    table_validate,
+)
 from bench.simalone import first_wave
 from bench.simproc import SimStats
 
@@ -90,6 +96,16 @@ def test_bench_scale_figures(tmp_path: Path) -> None:
     killed = ledger_load(tmp_path / "k", 20, killed=True)
     assert killed.count == 20
     assert "killed run" in killed.what
+
+
+def test_bench_scripted_figures(tmp_path: Path) -> None:
+    """The scripted manifest validates in its own process, and a run on it reaches the
+    simulator with a first submit."""
+    timed = scripted_validate(tmp_path / "v", 30, 4)
+    assert timed.count == 30 and timed.peak_rss_mb > timed.base_rss_mb > 0
+    first = first_submit(tmp_path / "r", 30, 4)
+    assert 0 < first.seconds < 60
+    assert (tmp_path / "r" / "out" / "ledger.jsonl").exists()
 
 
 def test_durable_output_probe(tmp_path: Path) -> None:

@@ -565,3 +565,20 @@ def test_a_problem_in_a_late_job_names_it_once_the_raw_jobs_are_released(tmp_pat
     path = write(tmp_path, body + "  - id: late\n    prompt: p\n    referenceImages: [no.png]\n")
     found = only(path)
     assert (found.line, found.where) == (13, "jobs[3] (late).referenceImages[0]")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(st.lists(_JSON), st.dictionaries(st.text(), _JSON)))
+def test_fingerprint_text_is_what_the_json_encoder_writes(value: Any) -> None:
+    """The encoder made once writes exactly what `JSONEncoder.encode` writes (fingerprints
+    of every earlier version stay)."""
+    from batch.manifest import _CANONICAL, _canonical
+
+    assert _canonical(value) == _CANONICAL.encode(value)
