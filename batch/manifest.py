@@ -150,6 +150,7 @@ def _canonical(value: Any) -> str:
 
 
 Loc = tuple[str | int, ...]
+_NO_PARAMS: Mapping[str, Any] = MappingProxyType({})  # shared by every item without params
 _Entry = tuple[str, int, PromptEntry]  # (prompt id, index in prompts, the entry)
 # An entry's references (without a bulk image) and their split: (input, count, is a list).
 _Files = tuple[tuple["Reference", ...], tuple[tuple[str, int, bool], ...]]
@@ -449,20 +450,23 @@ class _Builder:
             top_uses = [ModelUse(DEFAULT_MODEL, False)]
         if top_uses:
             self.model = top_uses[0].model
-        plans = []
+        # Only jobs that name their own models get their own levels (most name none).
+        own_models: dict[int, tuple[list[ModelUse], dict[str, Source]]] = {}
         for index, job in jobs:
-            uses, job_params = self.uses.parse(("jobs", index), job.model, job.models)
-            plans.append((index, job, top_uses if uses is None else uses, job_params))
-        jobs.clear()  # `plans` holds them, and lets each go once its items are drafted
+            if job.model is not None or job.models is not None:
+                uses, job_params = self.uses.parse(("jobs", index), job.model, job.models)
+                own_models[index] = (top_uses if uses is None else uses, job_params)
         if not self.uses.named:
             self.uses.named[self.model] = [("model",)]
         self._resolve_models(top.projectId)
         defaults = None
         if top.defaults:
             defaults = Source(("defaults",), top.defaults.model_extra or {}, shared=True)
-        plans.reverse()
-        while plans and not self.too_many:
-            index, job, uses, job_params = plans.pop()
+        inherited: tuple[list[ModelUse], dict[str, Source]] = (top_uses, {})
+        jobs.reverse()  # each job goes once its items are drafted
+        while jobs and not self.too_many:
+            index, job = jobs.pop()
+            uses, job_params = own_models.get(index, inherited)
             self._expand(index, job, uses, Levels(defaults, top_params, job_params), defaults_ok)
         items = self._finish()
         self._raise_if_problems()
@@ -927,7 +931,10 @@ class _Builder:
             else:
                 taken[key] = (full, draft.loc)
         items: list[Item] = []
-        for draft in self.drafts:
+        drafts, self.drafts = self.drafts, []
+        drafts.reverse()  # each draft goes as its item is made: not both lists at their peak
+        while drafts:
+            draft = drafts.pop()
             if draft.id is None:
                 limit = 110 - len(draft.suffix)
                 base = f"{draft.stem[:limit].rstrip('._-') or 'item'}-"
@@ -944,7 +951,7 @@ class _Builder:
                     full,
                     draft.prompt,
                     draft.references,
-                    MappingProxyType(draft.params),
+                    MappingProxyType(draft.params) if draft.params else _NO_PARAMS,
                     draft.fingerprint,
                     draft.model,
                     draft.id,
