@@ -63,9 +63,7 @@ async def find_adoptable(
     stamps: Mapping[str, FileStamp | None],
 ) -> list[Adoption]:
     """The jobs of the last `window_s` seconds that an item of `items` would have bought."""
-    eligible = _unambiguous(
-        [item for item in items if all(r.kind != "url" for r in item.references)]
-    )
+    eligible = [item for item in items if all(r.kind != "url" for r in item.references)]
     if not eligible:
         return []
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window_s)
@@ -77,6 +75,9 @@ async def find_adoptable(
                 by_prompt.setdefault(_prompt(job.input), []).append(job)
     if not by_prompt:
         return []
+    # Only once there are jobs to match (~20 us an item: a fresh 100,000-item run would
+    # wait 2 s for its first submit): the items whose jobs can be told apart.
+    eligible = _unambiguous(eligible)
     for jobs in by_prompt.values():
         jobs.sort(key=lambda job: job.created_at)  # oldest first: the first send wins
     matcher = _Matcher(client, session, stamps)
@@ -111,10 +112,11 @@ def _prompt(body: Mapping[str, Any]) -> str:
 def _unambiguous(items: list[Item]) -> list[Item]:
     """A job does not say which model ran it: items of different models with the same
     inputs (a model comparison) cannot tell their jobs apart, so none of them is adopted."""
+    keys = [_inputs_key(item) for item in items]
     models: dict[str, set[str]] = {}
-    for item in items:
-        models.setdefault(_inputs_key(item), set()).add(item.model)
-    kept = [item for item in items if len(models[_inputs_key(item)]) == 1]
+    for item, key in zip(items, keys, strict=True):
+        models.setdefault(key, set()).add(item.model)
+    kept = [item for item, key in zip(items, keys, strict=True) if len(models[key]) == 1]
     if len(kept) < len(items):
         log.info(
             "%d item(s) share their inputs with another model's: not adopted",

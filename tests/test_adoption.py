@@ -148,3 +148,18 @@ async def test_a_model_with_several_file_inputs_is_adopted_by_content(
     assert "adopted 2 job(s)" in capsys.readouterr().err
     assert set(jobs_created_per_prompt(scenario_env).values()) == {1}
     assert assert_outputs_intact(tmp_path / "out") == 2
+
+
+async def test_an_account_without_recent_jobs_costs_no_per_item_matching(
+    simulator_factory: SimulatorFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run on an account with no recent job skips the per-item work of adoption
+    (2 s before the first submit of a 100,000-item run): one job-list read, then the run."""
+
+    def no_matching(items: object) -> object:
+        raise AssertionError("per-item matching with no job to match")
+
+    monkeypatch.setattr("batch.adoption._unambiguous", no_matching)
+    sim = await simulator_factory()
+    summary = await run(sim, _manifest(tmp_path), tmp_path / "out")
+    assert summary.exit_code == 0 and summary.submitted == ITEMS
