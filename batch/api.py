@@ -264,6 +264,32 @@ class ScenarioClient:
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Every job matching, newest first, following tokens past short and empty pages:
         one raw page per request (callers parse only the jobs they care about)."""
+        token: str | None = None
+        while True:
+            jobs, token = await self.list_job_page(
+                created_after=created_after,
+                updated_after=updated_after,
+                job_type=job_type,
+                status=status,
+                page_size=page_size,
+                token=token,
+            )
+            yield jobs
+            if not token:
+                return
+
+    async def list_job_page(
+        self,
+        *,
+        created_after: str | None = None,
+        updated_after: str | None = None,
+        job_type: str | None = None,
+        status: str | None = None,
+        page_size: int = 100,
+        token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the job list (raw jobs, newest first) and the token of the next,
+        if any: for callers that decide page by page whether the next is worth a request."""
         params: dict[str, str] = {"pageSize": str(page_size)}
         if created_after:
             params["createdAfter"] = created_after
@@ -273,15 +299,13 @@ class ScenarioClient:
             params["type"] = job_type
         if status:
             params["status"] = status
-        token: str | None = None
-        while True:
-            query = dict(params, paginationToken=token) if token else params
-            body = await self._retrying("GET", "/jobs", params=query)
-            jobs = body.get("jobs")
-            yield [raw for raw in jobs if isinstance(raw, dict)] if isinstance(jobs, list) else []
-            token = body.get("nextPaginationToken")
-            if not token:
-                return
+        if token:
+            params["paginationToken"] = token
+        body = await self._retrying("GET", "/jobs", params=params)
+        jobs = body.get("jobs")
+        page = [raw for raw in jobs if isinstance(raw, dict)] if isinstance(jobs, list) else []
+        following = body.get("nextPaginationToken")
+        return page, str(following) if following else None
 
     # -- plumbing ---------------------------------------------------------------------
 

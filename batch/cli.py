@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--max-rps", type=_positive_float, help="cap on API requests per second")
     run.add_argument(
+        "--poll-budget",
+        type=_positive_float,
+        metavar="B",
+        help="polling requests per job (job-list pages, status checks, URL lookups), plus "
+        "6 per job duration shared by the jobs in flight; more finds finished jobs sooner "
+        "(default 0.18)",
+    )
+    run.add_argument(
         "--outage-grace",
         type=_positive_float,
         metavar="SECONDS",
@@ -295,6 +303,9 @@ def _run(args: argparse.Namespace) -> int:
         sample=args.sample,
         adopt_window_s=None if args.fresh else args.adopt_window * 3600.0,
     )
+    if args.poll_budget:
+        poll = dataclasses.replace(options.poll, budget_per_job=args.poll_budget)
+        options = dataclasses.replace(options, poll=poll)
     if args.dry_run:
         estimate = run_with_signals(estimate_run(manifest, settings, options))
         if len(estimate.per_model) > 1:

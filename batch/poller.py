@@ -1,19 +1,28 @@
 """One poller for every job in flight.
 
 Polling is not retrying: this is its own loop with its own pace. Each tick asks the job
-list for every custom job that succeeded since the last tick (newest first, following
-tokens past short pages), so one request reports on many jobs; every couple of seconds a
-sweep asks for every job updated, whatever its status, which catches failures and
-cancellations. With only a few jobs in flight, or for a job the list has not mentioned
-for a while, it asks about that job directly.
-Fresh output URLs for every job that succeeded in a tick come from one get-bulk call.
+list for every custom job that succeeded since the last tick (newest first), so one
+request reports on many jobs; every couple of seconds a sweep asks for every job updated,
+whatever its status, which catches failures and cancellations. With only a few jobs in
+flight, or for a job the list has not mentioned for a while, it asks about that job
+directly. Fresh output URLs come from get-bulk calls shared by the jobs that finished.
+
+Every request is paid from the poll budget (batch/poll_budget.py), a stated number of
+requests per job that no answer of the API can break; the pace below is what the poller
+wants, and it waits for tokens when the budget is short. It spends them where they cut
+the most latency: a tick's first page always; a page beyond it when the first was full
+(more of the same follows), but after a page the API cut short (a next token on a short
+or empty page) only with tokens to spare, else the rest waits for the next tick's read
+from the same cursor; a URL lookup at once only with tokens to spare, else when it fills
+a get-bulk, when no job is left in flight, or once its oldest output has waited a
+quarter of a typical job (downloads are off the job slots' critical path).
 
 The pace adapts to how long jobs take: about a tenth of the typical job duration,
 so a finished job waits on average 5% of its own duration to be noticed. Before any job
 has finished, after a first tick at `initial_interval_s`, a tenth of the oldest job's age
 stands in for it (a job that has run for a seconds takes at least a seconds). When many
-jobs finish every second it polls faster, down to `min_interval_s`, as long as a tick's
-requests stay shared by enough finished jobs (`requests_per_job`): a busy run loses less
+jobs finish every second it polls faster, down to `min_interval_s`, as fast as the budget
+pays for (a tick's requests shared by the jobs finished meanwhile): a busy run loses less
 time per job at the same cost per job.
 
 Ticks that could find nothing are skipped. From the durations the API reports for recent
@@ -46,8 +55,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from batch.api import BULK_LIMIT, JobView, ScenarioClient
+from batch.api import JobView, ScenarioClient
 from batch.errors import ApiError, CredentialsError, OutageError
+from batch.poll_budget import BudgetStats, PollBudget
+from batch.url_lookups import UrlLookups
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +82,19 @@ class PollPolicy:
     # or failing that by a direct GET once the job has gone unseen too long.
     success_settle_s: float = 0.1
     sweep_every_s: float = 2.0  # ticks between sweeps ask only for jobs that succeeded
-    requests_per_job: float = 0.35  # poll budget per finished job when polling faster
+    # The poll budget (batch/poll_budget.py): polling requests each job brings, plus
+    # `budget_per_wave` per expected job duration while jobs are in flight (that
+    # duration counted as at least `budget_min_duration_s`), and the free requests before
+    # the run's pace is known. The liveness floor is one request per `max_interval_s`.
+    budget_per_job: float = 0.18
+    budget_per_wave: float = 6.0
+    budget_min_duration_s: float = 1.0
+    learning_requests: int = 20
+    # While tokens are short, an output waits up to this share of a typical job for its
+    # URL lookup, so one get-bulk serves several ticks (downloads are off the slots'
+    # critical path); with tokens to spare it goes at once.
+    url_wait_fraction: float = 0.25
+    page_size: int = 100
     due_samples: int = 100  # recent durations (API clock) that say when a job is due
     due_min_samples: int = 8  # fewer known durations: no due times, only the cadence
     due_quantile: float = 0.97  # a job is due when this share of recent jobs had finished
@@ -131,12 +154,29 @@ class Poller:
         self._typical_s: float | None = None
         self._durations: deque[float] = deque(maxlen=self._policy.due_samples)
         self._due_after: tuple[float, float] | None = None  # (early, due) quantiles of durations
+        self._median_s: float | None = None  # the median of those durations
         self._last_tick_s = 0.0
         # Jobs finished per second: the average of per-tick rates (it reads low when ticks
         # are uneven; the cadence was tuned with it).
         self._rate: float = 0.0
         self._tick_requests: float = 1.0  # requests per tick (slow-moving average)
         self._last_tick: float | None = None
+        self._budget = PollBudget(
+            per_job=self._policy.budget_per_job,
+            per_wave=self._policy.budget_per_wave,
+            learning=self._policy.learning_requests,
+            floor_s=self._policy.max_interval_s,
+            min_duration_s=self._policy.budget_min_duration_s,
+            clock=clock,
+        )
+        self._next_tick_at: float | None = None
+        self._requests_at_tick = 0  # the request count when the last tick ended
+        self._urls = UrlLookups(
+            client,
+            wait_fraction=self._policy.url_wait_fraction,
+            max_wait_s=self._policy.max_interval_s,
+            clock=clock,
+        )
         self.stats = PollStats()
         self.error: BaseException | None = None
 
@@ -152,6 +192,7 @@ class Poller:
             existing = _Watch(job_id, parse_time(since), started, future)
             existing.last_seen_tick = self.stats.ticks
             self._watches[job_id] = existing
+            self._budget.watch(job_id, started)
             cursor = existing.since - dt.timedelta(seconds=self._policy.overlap_s)
             if self._cursor is None or cursor < self._cursor:
                 self._cursor = cursor
@@ -167,6 +208,7 @@ class Poller:
     def forget(self, job_id: str) -> None:
         """Stop watching a job (its waiter gave up, e.g. on a timeout)."""
         watch = self._watches.pop(job_id, None)
+        self._budget.ended(job_id)
         if watch is not None and not watch.future.done():
             watch.future.cancel()
 
@@ -174,6 +216,11 @@ class Poller:
     def typical_s(self) -> float | None:
         """How long this run's jobs take, from watch to sighting (None until one ended)."""
         return self._typical_s
+
+    @property
+    def budget(self) -> BudgetStats:
+        """What the poll budget granted, and how its requests were paid."""
+        return self._budget.stats
 
     def in_flight(self) -> int:
         """How many jobs are being watched."""
@@ -196,8 +243,9 @@ class Poller:
             return min(policy.initial_interval_s, max(policy.min_interval_s, wanted))
         wanted = self._typical_s * policy.fraction_of_job
         if self._rate > 0:
-            # The pace at which a tick's requests are shared by `requests_per_job` jobs.
-            affordable = self._tick_requests / (policy.requests_per_job * self._rate)
+            # The pace the budget pays for: a tick's requests, shared by the jobs finished
+            # meanwhile. Faster ticks would wait for tokens (the budget holds either way).
+            affordable = self._tick_requests / (self._budget.per_job_now * self._rate)
             wanted = min(wanted, affordable)
         return min(policy.max_interval_s, max(policy.min_interval_s, wanted))
 
@@ -214,10 +262,13 @@ class Poller:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        finally:
+            self._urls.abandon()
 
     async def _poll_until_stopped(self, lookups: asyncio.TaskGroup) -> None:
         while not self._stopped:
-            if not self._watches:
+            if not self._watches and not self._urls:
+                self._next_tick_at = None
                 self._changed.clear()
                 # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation
                 # that lands as the event is set, and the poller would idle on forever.
@@ -225,12 +276,27 @@ class Poller:
                     async with asyncio.timeout(1.0):
                         await self._changed.wait()
                 continue
-            await self._sleep(self._wait_s())
-            if self._stopped:
-                break
+            now = self._clock()
+            if self._lookup_due(now) and self._budget.pay(first_of_tick=True):
+                self._send_lookup(lookups)
+                continue
+            if self._watches and self._next_tick_at is None:
+                self._next_tick_at = now + self._wait_s()
+            wake = min(
+                math.inf if self._next_tick_at is None else self._next_tick_at,
+                self._urls.due_at(self._typical_s) if self._urls else math.inf,
+            )
+            # Nothing is done before the budget can pay for it.
+            wake = max(wake, now + self._budget.affordable_in())
+            if wake > now:
+                await self._sleep(wake - now)
+                continue
+            if self._next_tick_at is None or now < self._next_tick_at:
+                continue  # a lookup was due: the loop sends it
+            self._next_tick_at = None
             started = self._clock()
             try:
-                await self._tick(lookups)
+                await self._tick()
             except CredentialsError as exc:
                 self._fail_all(exc)
                 raise
@@ -308,84 +374,90 @@ class Poller:
             await self._changed.wait()
             self._changed.clear()
 
-    async def _tick(self, lookups: asyncio.TaskGroup) -> None:
-        before = self.stats.requests
+    async def _tick(self) -> None:
+        before = self._requests_at_tick
         finished_before = self.stats.finished
         try:
-            await self._poll_once(lookups)
+            await self._poll_once()
         finally:
             now = self._clock()
+            # Requests since the last tick, URL lookups sent meanwhile included.
+            self._requests_at_tick = self.stats.requests
             self._tick_requests = 0.8 * self._tick_requests + 0.2 * (self.stats.requests - before)
             if self._last_tick is not None and now > self._last_tick:
                 finished, seconds = self.stats.finished - finished_before, now - self._last_tick
                 self._rate = 0.8 * self._rate + 0.2 * finished / seconds
             self._last_tick = now
 
-    async def _poll_once(self, lookups: asyncio.TaskGroup) -> None:
+    async def _poll_once(self) -> None:
         self.stats.ticks += 1
         tick = self.stats.ticks
         seen: dict[str, JobView] = {}
+        budget = self._budget
         if len(self._watches) < self._policy.direct_below:
-            for job_id in list(self._watches):
-                seen[job_id] = await self._client.get_job(job_id)
-                self.stats.direct_requests += 1
+            oldest_first = sorted(self._watches.values(), key=lambda w: w.started)
+            for n, watch in enumerate(oldest_first):
+                if not budget.pay(first_of_tick=n == 0):
+                    break
+                seen[watch.job_id] = await self._get(watch.job_id)
         else:
-            sweep = self._sweep_due()
-            if sweep:
-                self._last_sweep = self._clock()
-            await self._read_list(seen, sweep=sweep)
             patience = self._stale_after_ticks()
-            stale = [
-                w.job_id
-                for w in self._watches.values()
-                if w.job_id not in seen and tick - w.last_seen_tick >= patience
-            ]
-            for job_id in stale:
-                seen[job_id] = await self._client.get_job(job_id)
-                self.stats.direct_requests += 1
+            stale = sorted(
+                (w for w in self._watches.values() if tick - w.last_seen_tick >= patience),
+                key=lambda w: w.last_seen_tick,
+            )
+            # Jobs the list has left unmentioned this long are asked about first: a list
+            # that never shows a job then cannot hold it (or the budget) forever.
+            for watch in stale:
+                if not budget.pay(first_of_tick=not seen):
+                    break
+                seen[watch.job_id] = await self._get(watch.job_id)
+            if budget.pay(first_of_tick=not seen):
+                sweep = self._sweep_due()
+                if sweep:
+                    self._last_sweep = self._clock()
+                await self._read_list(seen, sweep=sweep)
         for job_id in seen:
             if job_id in self._watches:
                 self._watches[job_id].last_seen_tick = tick
-        finished = [job for job in seen.values() if job.is_final and job.job_id in self._watches]
-        # Waiters learn of the end at once (their job slot can start the next job); the
-        # fresh URLs follow from one get-bulk call for everyone who finished this tick.
-        loop = asyncio.get_running_loop()
-        pending: list[tuple[JobView, asyncio.Future[dict[str, str]]]] = []
+        self._finish([job for job in seen.values() if job.is_final and job.job_id in self._watches])
+
+    def _finish(self, finished: list[JobView]) -> None:
+        """Waiters learn of the end at once (their job slot can start the next job); the
+        fresh URLs follow from a get-bulk call shared with other ticks' finished jobs."""
         for job in finished:
             watch = self._watches.pop(job.job_id)
+            self._budget.ended(job.job_id)
             self.stats.finished += 1
             self._learn(self._clock() - watch.started, _api_duration(job))
-            urls: asyncio.Future[dict[str, str]] = loop.create_future()
-            if job.status == "success" and job.asset_ids:
-                pending.append((job, urls))
-            else:
-                urls.set_result({})
+            urls = self._urls.add(job)
             if not watch.future.done():
                 watch.future.set_result(Finished(job, urls))
+        self._budget.holding_outputs(bool(self._urls))
         if finished:
             self._update_due_after()
-        if pending:
-            # Counted with this tick, whose cost per finished job sets the pace (the lookup
-            # itself answers after the tick is over).
-            outputs = sum(len(job.asset_ids) for job, _ in pending)
-            self.stats.url_requests += -(-outputs // BULK_LIMIT)
-            lookups.create_task(self._fetch_urls(pending), name="poller:urls")
+            # By the API's clock where known: our sightings include the wait for a tick,
+            # which a tight budget lengthens (and a longer expected duration would then
+            # slow the budget's flow in turn).
+            self._budget.expected_s = self._median_s or self._typical_s
 
-    async def _fetch_urls(
-        self, pending: list[tuple[JobView, asyncio.Future[dict[str, str]]]]
-    ) -> None:
-        """Fresh URLs for every output that finished this tick. On failure the downloads
-        ask for their own URLs (GET /assets/{id}), so an error here costs no result."""
-        found: dict[str, str] = {}
-        wanted = [asset for job, _ in pending for asset in job.asset_ids]
-        try:
-            found = await self._client.asset_urls(wanted)
-        except ApiError as exc:
-            log.warning("could not fetch output URLs this tick: %s", exc)
-        finally:
-            for job, urls in pending:
-                if not urls.done():
-                    urls.set_result({a: found[a] for a in job.asset_ids if a in found})
+    async def _get(self, job_id: str) -> JobView:
+        self.stats.direct_requests += 1
+        return await self._client.get_job(job_id)
+
+    def _lookup_due(self, now: float) -> bool:
+        """A lookup goes when due (see batch/url_lookups.py), or at once with tokens to
+        spare: one for the lookup, one for the next tick."""
+        if not self._urls:
+            return False
+        in_flight = bool(self._watches)
+        return self._urls.due(now, self._typical_s, jobs_in_flight=in_flight) or (
+            self._budget.tokens() >= 2.0
+        )
+
+    def _send_lookup(self, lookups: asyncio.TaskGroup) -> None:
+        self.stats.url_requests += self._urls.send(lookups)
+        self._budget.holding_outputs(bool(self._urls))
 
     def _sweep_due(self) -> bool:
         """Most ticks ask only for jobs that succeeded: on a busy run that is a third of
@@ -405,11 +477,15 @@ class Poller:
             # a success-only read would have seen.
             cursor = self._sweep_cursor if cursor is None else min(cursor, self._sweep_cursor)
         watches = self._watches
-        async for page in self._client.list_job_pages(
-            updated_after=format_time(cursor) if cursor else None,
-            job_type="custom",
-            status=None if sweep else "success",
-        ):
+        token: str | None = None
+        while True:
+            page, token = await self._client.list_job_page(
+                updated_after=format_time(cursor) if cursor else None,
+                job_type="custom",
+                status=None if sweep else "success",
+                page_size=self._policy.page_size,
+                token=token,
+            )
             self.stats.list_requests += 1
             for raw in page:
                 text = raw.get("updatedAt")
@@ -425,6 +501,13 @@ class Poller:
                 # latest.
                 if job_id in watches and job_id not in seen:
                     seen[job_id] = JobView.parse(raw)
+            if token is None:
+                break
+            # A full page: more of the same follows, worth a token. A short page with a
+            # token (the API cut it short): the rest waits for the next tick's read, from
+            # the same cursor, unless tokens are to spare.
+            if not self._budget.pay(rich=1.0 if len(page) >= self._policy.page_size else 2.0):
+                return  # cursors stay: the pages not read are newer than them
         if newest_text:
             parsed = parse_time(newest_text)
             newest = parsed if newest is None or parsed > newest else newest
@@ -465,10 +548,12 @@ class Poller:
         early = ordered[min(last, int(len(ordered) * policy.early_quantile))]
         due = ordered[min(last, int(len(ordered) * policy.due_quantile))]
         self._due_after = (early, due)
+        self._median_s = ordered[len(ordered) // 2]
 
     def _fail_all(self, error: BaseException) -> None:
         self.error = error
         for watch in self._watches.values():
+            self._budget.ended(watch.job_id)
             if not watch.future.done():
                 watch.future.set_exception(error)
         self._watches.clear()

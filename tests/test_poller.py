@@ -4,16 +4,22 @@ reads with periodic sweeps."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+import datetime as dt
+import math
+import random
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batch.api import JobView, ScenarioClient
 from batch.errors import CredentialsError
-from batch.poller import Finished, Poller, PollPolicy
+from batch.poller import Finished, Poller, PollPolicy, format_time
 from batch.simulator import MODEL_ID, Simulator
 from tests.conftest import SimulatorFactory
 from tests.pipeline_helpers import settings_for
@@ -27,9 +33,9 @@ class _SilentList:
         self.gets = 0
         self.lists = 0
 
-    async def list_job_pages(self, **_: Any) -> AsyncIterator[list[dict[str, Any]]]:
+    async def list_job_page(self, **_: Any) -> tuple[list[dict[str, Any]], str | None]:
         self.lists += 1
-        yield []  # one empty page
+        return [], None  # one empty page
 
     async def get_job(self, job_id: str) -> JobView:
         self.gets += 1
@@ -56,16 +62,20 @@ async def _poll_until_final(
         waits = [group.create_task(poller.wait_for(job_id, since)) for job_id in job_ids]
         async with asyncio.timeout(5):
             finished = [await w for w in waits]
+            for final in finished:  # as the pipeline does, before it stops the poller
+                await final.urls
         poller.stop()
         await running
     return finished
 
 
 async def test_job_missing_from_the_list_is_asked_about_directly() -> None:
-    """A job the list never shows is fetched directly once the patience runs out."""
+    """A job the list never shows is fetched directly once the patience runs out (the
+    budget spent on reads that show nothing, by the liveness floor)."""
     client = _SilentList()
     policy = PollPolicy(
         min_interval_s=0.01,
+        max_interval_s=0.1,
         initial_interval_s=0.01,
         direct_below=1,
         stale_after_ticks=3,
@@ -102,15 +112,16 @@ async def test_ticks_ask_for_successes_and_sweeps_catch_failures(
             ]
             async with asyncio.timeout(20):
                 finished = [await w for w in waits]
+                # As the pipeline does: the poller runs until every output has its URLs.
+                urls = [await f.urls for f in finished]
             poller.stop()
             await running
 
     statuses = Counter(f.job.status for f in finished)
     assert statuses["failure"] >= 2 and statuses["success"] >= 2, statuses
-    for final in finished:
+    for final, found in zip(finished, urls, strict=True):
         assert final.job.status == sim.job_state(final.job.job_id).status
-        urls = await final.urls
-        assert set(urls) == set(final.job.asset_ids)
+        assert set(found) == set(final.job.asset_ids)
     lists = [r for r in sim.records("api", "/v1/jobs") if r.path == "/v1/jobs"]
     assert all(r.query.get("type") == "custom" for r in lists)
     success_only = [r for r in lists if r.query.get("status") == "success"]
@@ -163,9 +174,11 @@ async def test_jobs_with_steady_durations_are_seen_together(
     """Durations steady: once the poller knows them, it sleeps until the group is due and
     a few reads see it all, where a tick every tenth of a duration would read about ten
     times. Few jobs finishing per second (10) or hundreds (150): a busy run skips the
-    ticks that could find nothing as well."""
-    quick = PollPolicy(initial_interval_s=0.05)
-    cadence_only = PollPolicy(initial_interval_s=0.05, due_min_samples=1_000_000)
+    ticks that could find nothing as well. (A budget that does not bind: the pace alone.)"""
+    quick = PollPolicy(initial_interval_s=0.05, budget_per_job=10.0)
+    cadence_only = PollPolicy(
+        initial_interval_s=0.05, due_min_samples=1_000_000, budget_per_job=10.0
+    )
     counts: dict[str, int] = {}
     for name, policy in (("due", quick), ("cadence", cadence_only)):
         sim = await simulator_factory(seed=5, job_latency_s=0.5, job_latency_jitter=0.05)
@@ -334,9 +347,9 @@ class _LaggingList:
             "metadata": {"assetIds": [f"asset_{job_id}"]},
         }
 
-    async def list_job_pages(
+    async def list_job_page(
         self, *, updated_after: str | None = None, status: str | None = None, **_: Any
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> tuple[list[dict[str, Any]], str | None]:
         self.reads.append((status, updated_after))
         page = [
             job
@@ -346,7 +359,7 @@ class _LaggingList:
         ]
         if self.b_found_by is None and any(job["jobId"] == "job_b" for job in page):
             self.b_found_by = (status, updated_after)
-        yield sorted(page, key=lambda job: job["updatedAt"], reverse=True)
+        return sorted(page, key=lambda job: job["updatedAt"], reverse=True), None
 
     async def get_job(self, job_id: str) -> JobView:
         self.gets += 1
@@ -366,6 +379,7 @@ async def test_a_success_listed_late_is_caught_by_the_next_sweep() -> None:
     policy = PollPolicy(
         min_interval_s=0.01,
         initial_interval_s=0.01,
+        budget_per_job=50.0,  # ticks at the cadence: success-only reads between sweeps
         direct_below=0,
         stale_after_min_s=60.0,
         success_settle_s=0.01,
@@ -411,8 +425,8 @@ class _SlowUrls:
         self.release = asyncio.Event()
         self.lookups = 0
 
-    async def list_job_pages(self, **_: Any) -> AsyncIterator[list[dict[str, Any]]]:
-        yield [
+    async def list_job_page(self, **_: Any) -> tuple[list[dict[str, Any]], str | None]:
+        return [
             {
                 "jobId": job_id,
                 "status": "success",
@@ -421,7 +435,7 @@ class _SlowUrls:
                 "metadata": {"assetIds": [f"asset_of_{job_id}"]},
             }
             for job_id in sorted(self.done)
-        ]
+        ], None
 
     async def get_job(self, job_id: str) -> JobView:
         raise AssertionError("the list shows every job: no direct GET expected")
@@ -436,7 +450,9 @@ async def test_a_slow_url_lookup_does_not_hold_up_the_next_tick() -> None:
     """URL lookups run beside the ticks: while one hangs, the next job to finish is still
     reported at the poller's cadence, and both get their URLs once lookups answer."""
     client = _SlowUrls()
-    policy = PollPolicy(min_interval_s=0.01, initial_interval_s=0.01, direct_below=1)
+    policy = PollPolicy(
+        min_interval_s=0.01, initial_interval_s=0.01, direct_below=1, budget_per_job=10.0
+    )
     poller = Poller(client, policy)  # type: ignore[arg-type]
     since = "2026-11-25T00:00:00.000Z"
     async with asyncio.TaskGroup() as group:
@@ -468,9 +484,8 @@ async def test_a_slow_url_lookup_does_not_hold_up_the_next_tick() -> None:
 class _Refused:
     """A client whose credentials were revoked mid-run: every list read answers 401."""
 
-    async def list_job_pages(self, **_: Any) -> AsyncIterator[list[dict[str, Any]]]:
+    async def list_job_page(self, **_: Any) -> tuple[list[dict[str, Any]], str | None]:
         raise CredentialsError("HTTP 401: check SCENARIO_SDK_API_KEY")
-        yield []  # pragma: no cover (makes this an async generator)
 
 
 async def test_a_401_while_polling_ends_the_run_with_that_error() -> None:
@@ -483,3 +498,256 @@ async def test_a_401_while_polling_ends_the_run_with_that_error() -> None:
             await poller.run()
         with pytest.raises(CredentialsError):
             await waiter
+
+
+class _VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer whenever nothing is ready: a
+    run of many seconds takes milliseconds, the same way every time (no real I/O here)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._virtual_now = 0.0
+        selector = self._selector  # type: ignore[attr-defined]
+        real_select = selector.select
+
+        def select(timeout: float | None = None) -> Any:
+            if timeout is None:
+                raise RuntimeError("nothing scheduled: every task waits forever")
+            self._virtual_now += max(0.0, timeout)
+            return real_select(0)
+
+        selector.select = select
+
+    def time(self) -> float:
+        return self._virtual_now
+
+
+_EPOCH = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
+
+
+def _iso(seconds: float) -> str:
+    return format_time(_EPOCH + dt.timedelta(seconds=seconds))
+
+
+@dataclass
+class _FakeJob:
+    created: float
+    ends: float
+    status: str  # its final status
+    listed: bool  # False: the list never shows it (a lost update); a GET does
+
+
+class _AdversarialApi:
+    """An in-memory job list that cuts pages short or empty (a next token still given),
+    hides some jobs, and counts every request; times from the (virtual) loop clock."""
+
+    def __init__(self, seed: int, short_rate: float) -> None:
+        self._random = random.Random(seed)
+        self._short_rate = short_rate
+        self.jobs: dict[str, _FakeJob] = {}
+        self.requests = 0
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _raw(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs[job_id]
+        final = self._now() >= job.ends
+        return {
+            "jobId": job_id,
+            "status": job.status if final else "in-progress",
+            "createdAt": _iso(job.created),
+            "updatedAt": _iso(job.ends if final else job.created),
+            "metadata": {"assetIds": [f"asset_{job_id}"] if job.status == "success" else []},
+        }
+
+    async def list_job_page(
+        self,
+        *,
+        updated_after: str | None = None,
+        status: str | None = None,
+        page_size: int = 100,
+        token: str | None = None,
+        **_: Any,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        self.requests += 1
+        rows = [self._raw(job_id) for job_id, job in self.jobs.items() if job.listed]
+        rows = [
+            raw
+            for raw in rows
+            if (updated_after is None or raw["updatedAt"] > updated_after)
+            and (status is None or raw["status"] == status)
+        ]
+        rows.sort(key=lambda raw: (raw["updatedAt"], raw["jobId"]), reverse=True)
+        start = int(token or 0)
+        size = page_size
+        if self._random.random() < self._short_rate:
+            size = self._random.randrange(page_size)  # short, or empty
+        following = str(start + size) if start + size < len(rows) else None
+        return rows[start : start + size], following
+
+    async def get_job(self, job_id: str) -> JobView:
+        self.requests += 1
+        return JobView.parse(self._raw(job_id))
+
+    async def asset_urls(self, asset_ids: Sequence[str]) -> dict[str, str]:
+        self.requests += 1
+        return {a: f"https://cdn.example/{a}" for a in asset_ids}
+
+
+_BUDGET_POLICY = PollPolicy(
+    budget_per_job=0.2,
+    budget_per_wave=2.0,
+    budget_min_duration_s=1.0,
+    learning_requests=5,
+    max_interval_s=5.0,
+    stale_after_min_s=5.0,
+)
+
+
+async def _run_slots(
+    api: _AdversarialApi, plan: list[tuple[float, str, bool]], slots: int
+) -> tuple[Poller, list[Finished], float]:
+    """Jobs of `plan` (duration, final status, listed) through `slots` at a time, each sent
+    as a slot frees, as the pipeline does; the poller, what it reported, the wall time."""
+    loop = asyncio.get_running_loop()
+    poller = Poller(api, _BUDGET_POLICY, clock=loop.time)  # type: ignore[arg-type]
+    queue = deque(enumerate(plan))
+    finished: list[Finished] = []
+    started = loop.time()
+
+    async def slot() -> None:
+        while queue:
+            n, (duration, status, listed) = queue.popleft()
+            job_id = f"job_{n:03d}"
+            now = loop.time()
+            api.jobs[job_id] = _FakeJob(now, now + duration, status, listed)
+            finished.append(await poller.wait_for(job_id, _iso(now)))
+
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(poller.run())
+        async with asyncio.timeout(3600):
+            async with asyncio.TaskGroup() as senders:
+                for _ in range(slots):
+                    senders.create_task(slot())
+            for final in finished:
+                await final.urls
+        wall = loop.time() - started
+        poller.stop()
+        await running
+    return poller, finished, wall
+
+
+_durations = st.one_of(
+    st.floats(0.5, 3.0),  # uniform, wide
+    st.floats(-1.0, 1.0).map(lambda z: 2.0 * math.exp(0.6 * z)),  # lognormal-like
+    st.sampled_from([1.0, 1.0, 1.0, 30.0]),  # bursts of equal jobs, and stalls
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(
+            _durations,
+            st.sampled_from(["success", "success", "success", "failure"]),
+            st.sampled_from([True, True, True, True, False]),
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    slots=st.integers(1, 24),
+    short_rate=st.sampled_from([0.0, 0.2, 0.6, 1.0]),
+    seed=st.integers(0, 1000),
+)
+def test_the_poll_budget_holds_whatever_the_api_answers(
+    plan: list[tuple[float, str, bool]], slots: int, short_rate: float, seed: int
+) -> None:
+    """Against lists with short and empty pages that carry next tokens, jobs it never
+    shows, bursts, stalls and wide spreads: every job is reported with its final status,
+    and polling's requests stay within the stated budget: per_job x jobs + per_wave per
+    min_duration_s of wall time + the learning requests + one per max_interval_s."""
+    api = _AdversarialApi(seed, short_rate)
+    loop = _VirtualTimeLoop()
+    try:
+        poller, finished, wall = loop.run_until_complete(_run_slots(api, plan, slots))
+    finally:
+        loop.close()
+    assert sorted(f.job.job_id for f in finished) == sorted(api.jobs)
+    assert all(f.job.status == api.jobs[f.job.job_id].status for f in finished)
+    spent = poller.budget
+    policy = _BUDGET_POLICY
+    # Every request was paid for, and never with more tokens than were granted.
+    assert api.requests == spent.paid + spent.learning + spent.floor
+    assert spent.paid <= spent.granted + 1e-9
+    stated = (
+        policy.budget_per_job * len(plan)
+        + policy.budget_per_wave * wall / policy.budget_min_duration_s
+        + policy.learning_requests
+        + 1
+        + wall / policy.max_interval_s
+    )
+    assert api.requests <= stated, (api.requests, stated, spent)
+
+
+async def test_the_poll_budget_holds_against_the_simulator(
+    simulator_factory: SimulatorFactory, png_bytes: Callable[..., bytes]
+) -> None:
+    """The simulator with job times +-50%, half its list pages cut short (next token still
+    given) and a fifth of jobs failing: 8 slots run 48 jobs, each reported with its real
+    status and its outputs' URLs, and the simulator's own log of polling requests (list
+    pages, job GETs, get-bulk) stays within the budget the poller states."""
+    sim = await simulator_factory(
+        seed=3,
+        job_latency_s=0.4,
+        job_latency_jitter=0.5,
+        list_short_page_rate=0.5,
+        job_failure_rate=0.2,
+    )
+    policy = PollPolicy(budget_per_job=0.2, budget_per_wave=2.0, budget_min_duration_s=0.5)
+    jobs, slots = 48, 8
+    async with aiohttp.ClientSession() as session:
+        client = ScenarioClient(session, settings_for(sim))
+        asset = await client.upload_image(png_bytes(16, 16), "ref.png", "image/png")
+        poller = Poller(client, policy)
+        queue = deque(range(jobs))
+        finished: list[Finished] = []
+
+        async def slot() -> None:
+            while queue:
+                n = queue.popleft()
+                body = {"prompt": f"p{n}", "referenceImages": [asset]}
+                job = (await client.generate(MODEL_ID, body)).job
+                finished.append(await poller.wait_for(job.job_id, job.created_at))
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.TaskGroup() as group:
+            running = group.create_task(poller.run())
+            async with asyncio.timeout(30), asyncio.TaskGroup() as senders:
+                for _ in range(slots):
+                    senders.create_task(slot())
+            urls = [await f.urls for f in finished]
+            wall = loop.time() - started
+            poller.stop()
+            await running
+
+    assert len(finished) == jobs
+    for final, found in zip(finished, urls, strict=True):
+        assert final.job.status == sim.job_state(final.job.job_id).status
+        assert set(found) == set(final.job.asset_ids)
+    polling = [
+        r
+        for r in sim.records("api")
+        if r.path.startswith("/v1/jobs") or r.path == "/v1/assets/get-bulk"
+    ]
+    spent = poller.budget
+    assert len(polling) == spent.paid + spent.learning + spent.floor
+    stated = (
+        policy.budget_per_job * jobs
+        + policy.budget_per_wave * wall / policy.budget_min_duration_s
+        + policy.learning_requests
+        + 1
+        + wall / policy.max_interval_s
+    )
+    assert len(polling) <= stated, (len(polling), stated, spent)

@@ -1,0 +1,169 @@
+"""The poll budget: what polling spends (job-list pages, direct GETs, URL lookups), held to
+a stated number of requests per job by construction, whatever the API answers.
+
+Tokens come from two sources. Every job the poller watches brings `per_job`, vesting as
+the job runs (linearly over its expected duration; the rest at once when it is seen final
+or given up). And while jobs are in flight (or outputs wait for their URL lookup),
+`per_wave` tokens flow per expected job duration, whatever the number of jobs: a run with
+few jobs in flight, or the last jobs of a run, can still look a few times per job. At
+concurrency C that is per_wave / C per job (the defaults: 0.2 + 5/16 = 0.51 requests per
+job at C=16, 0.28 at C=64, 0.22 at C=256). The expected duration counts as at least
+`min_duration_s` here, so no answer of the API can make that flow faster than
+per_wave / min_duration_s.
+
+A request is made only with a whole token in hand; tokens beyond one wave's worth are
+forfeited, so a quiet spell does not buy a burst later. Two allowances keep the poller
+alive when tokens are short: the first `learning` requests made before any job of the run
+has been seen final (the run's pace is not known yet), and one request whenever none has
+been made for `floor_s` (the liveness floor). So, for any sequence of answers:
+
+    requests <= per_job * jobs watched + per_wave * busy time / max(min_duration_s, E)
+                + learning + floor requests,        floor requests <= 1 + wall / floor_s
+
+(E: the expected duration, from the durations the API reported; `BudgetStats` keeps each
+term as it goes.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_EPSILON = 1e-9  # tokens: a sum of float shares may fall short of a whole by a rounding
+_MIN_WAIT_S = 1e-3  # a wait for tokens is never shorter (no wake-ups for a rounding's worth)
+
+
+@dataclass(slots=True)
+class BudgetStats:
+    granted: float = 0.0  # every token granted: the jobs' shares and the wave flow
+    paid: int = 0  # requests paid with tokens
+    learning: int = 0  # free requests while no job had been seen final
+    floor: int = 0  # free requests of the liveness floor
+
+
+class PollBudget:
+    def __init__(
+        self,
+        *,
+        per_job: float,
+        per_wave: float,
+        learning: int,
+        floor_s: float,
+        min_duration_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._per_job = per_job
+        self._per_wave = per_wave
+        self._learning_left = learning
+        self._floor_s = floor_s
+        self._min_duration_s = min_duration_s
+        self._clock = clock
+        self._started: dict[str, float] = {}  # job id -> when it started (its share vests)
+        self._banked = 0.0  # tokens vested for good (jobs ended, the wave flow), less spent
+        self._most_in_flight = 0
+        self._flowed_at: float | None = None  # the wave flow is counted up to here
+        self._last_request: float | None = None
+        # How long a job is expected to run; None until one of the run was seen final
+        # (shares then vest over `floor_s`).
+        self.expected_s: float | None = None
+        self._holding_outputs = False  # outputs wait for a URL lookup (the flow goes on)
+        self.stats = BudgetStats()
+
+    @property
+    def per_job_now(self) -> float:
+        """What one more finished job brings at this run's concurrency, both sources."""
+        return self._per_job + self._per_wave / max(1, self._most_in_flight)
+
+    def watch(self, job_id: str, started: float) -> None:
+        """A job the poller now waits for brings its share."""
+        if job_id in self._started:
+            return
+        self._flow()  # the flow so far, at the rate before this job
+        self._started[job_id] = started
+        self._most_in_flight = max(self._most_in_flight, len(self._started))
+        self.stats.granted += self._per_job
+
+    def holding_outputs(self, holding: bool) -> None:
+        """Whether outputs wait for their URL lookup: the wave flow goes on meanwhile."""
+        self._flow()
+        self._holding_outputs = holding
+
+    def ended(self, job_id: str) -> None:
+        """The job was seen final (or given up): the rest of its share vests now."""
+        self._flow()
+        if self._started.pop(job_id, None) is not None:
+            self._banked += self._per_job
+
+    def tokens(self) -> float:
+        """Vested and unspent, at most one wave's worth (the rest is forfeited)."""
+        self._flow()
+        now = self._clock()
+        vest_s = self._vest_s()
+        vesting = 0.0
+        for started in self._started.values():
+            vesting += min(1.0, max(0.0, now - started) / vest_s)
+        vesting *= self._per_job
+        cap = self._per_job * max(1, self._most_in_flight) + self._per_wave + 1.0
+        if self._banked + vesting > cap:
+            self._banked = cap - vesting
+        return self._banked + vesting
+
+    def can_pay(self) -> bool:
+        return self.tokens() >= 1.0 - _EPSILON
+
+    def pay(self, *, first_of_tick: bool = False, rich: float = 1.0) -> bool:
+        """Pay for one request if tokens allow (at least `rich` of them in hand); else,
+        for a tick's first request, from the learning allowance or the liveness floor.
+        False: the request is not to be made."""
+        now = self._clock()
+        if self.tokens() >= rich - _EPSILON:
+            self._banked -= 1.0
+            self.stats.paid += 1
+        elif first_of_tick and self._learning():
+            self._learning_left -= 1
+            self.stats.learning += 1
+        elif first_of_tick and self.floor_open(now):
+            self.stats.floor += 1
+        else:
+            return False
+        self._last_request = now
+        return True
+
+    def floor_open(self, now: float) -> bool:
+        return self._last_request is None or now - self._last_request >= self._floor_s
+
+    def affordable_in(self) -> float:
+        """Seconds until a tick's first request can be paid (0: now); an estimate from
+        the current rates, never later than the liveness floor."""
+        tokens = self.tokens()
+        now = self._clock()
+        if tokens >= 1.0 - _EPSILON or self._learning() or self.floor_open(now):
+            return 0.0
+        assert self._last_request is not None  # else the floor is open
+        floor = max(_MIN_WAIT_S, self._last_request + self._floor_s - now)
+        vest_s = self._vest_s()
+        vesting = sum(1 for started in self._started.values() if now - started < vest_s)
+        rate = self._per_job * vesting / vest_s + self._flow_rate()
+        if rate <= 0.0:
+            return floor
+        return min(floor, max(_MIN_WAIT_S, (1.0 - tokens) / rate))
+
+    def _flow(self) -> None:
+        """Bank the wave flow since it was last counted."""
+        now = self._clock()
+        if self._flowed_at is not None and now > self._flowed_at:
+            granted = (now - self._flowed_at) * self._flow_rate()
+            self._banked += granted
+            self.stats.granted += granted
+        self._flowed_at = now
+
+    def _flow_rate(self) -> float:
+        if self.expected_s is None or not (self._started or self._holding_outputs):
+            return 0.0
+        return self._per_wave / max(self._min_duration_s, self.expected_s)
+
+    def _learning(self) -> bool:
+        return self.expected_s is None and self._learning_left > 0
+
+    def _vest_s(self) -> float:
+        return max(1e-3, self.expected_s or self._floor_s)
