@@ -132,12 +132,13 @@ class PollBudget:
     def floor_open(self, now: float) -> bool:
         return self._last_request is None or now - self._last_request >= self._floor_s
 
-    def affordable_in(self) -> float:
-        """Seconds until a tick's first request can be paid (0: now); an estimate from
-        the current rates, never later than the liveness floor."""
+    def affordable_in(self, need: float = 1.0) -> float:
+        """Seconds until a tick's first request can be paid with `need` tokens in hand
+        (0: now); an estimate from the current rates, never later than the liveness
+        floor."""
         tokens = self.tokens()
         now = self._clock()
-        if tokens >= 1.0 - _EPSILON or self._learning() or self.floor_open(now):
+        if tokens >= need - _EPSILON or self._learning() or self.floor_open(now):
             return 0.0
         assert self._last_request is not None  # else the floor is open
         floor = max(_MIN_WAIT_S, self._last_request + self._floor_s - now)
@@ -146,7 +147,7 @@ class PollBudget:
         rate = self._per_job * vesting / vest_s + self._flow_rate()
         if rate <= 0.0:
             return floor
-        return min(floor, max(_MIN_WAIT_S, (1.0 - tokens) / rate))
+        return min(floor, max(_MIN_WAIT_S, (need - tokens) / rate))
 
     def _flow(self) -> None:
         """Bank the wave flow since it was last counted."""

@@ -287,7 +287,7 @@ class Poller:
                 self._urls.due_at(self._typical_s) if self._urls else math.inf,
             )
             # Nothing is done before the budget can pay for it.
-            wake = max(wake, now + self._budget.affordable_in())
+            wake = max(wake, now + self._budget.affordable_in(self._tick_needs()))
             if wake > now:
                 await self._sleep(wake - now)
                 continue
@@ -397,7 +397,7 @@ class Poller:
         if len(self._watches) < self._policy.direct_below:
             oldest_first = sorted(self._watches.values(), key=lambda w: w.started)
             for n, watch in enumerate(oldest_first):
-                if not budget.pay(first_of_tick=n == 0):
+                if not budget.pay(first_of_tick=n == 0, rich=self._tick_needs()):
                     break
                 seen[watch.job_id] = await self._get(watch.job_id)
         else:
@@ -409,10 +409,10 @@ class Poller:
             # Jobs the list has left unmentioned this long are asked about first: a list
             # that never shows a job then cannot hold it (or the budget) forever.
             for watch in stale:
-                if not budget.pay(first_of_tick=not seen):
+                if not budget.pay(first_of_tick=not seen, rich=self._tick_needs()):
                     break
                 seen[watch.job_id] = await self._get(watch.job_id)
-            if budget.pay(first_of_tick=not seen):
+            if budget.pay(first_of_tick=not seen, rich=self._tick_needs()):
                 sweep = self._sweep_due()
                 if sweep:
                     self._last_sweep = self._clock()
@@ -445,14 +445,19 @@ class Poller:
         self.stats.direct_requests += 1
         return await self._client.get_job(job_id)
 
+    def _tick_needs(self) -> float:
+        """Tokens in hand for a tick's request: one more while outputs wait for a lookup,
+        so that lookups are never starved by ticks (the last jobs' lookups end the run)."""
+        return 2.0 if self._urls else 1.0
+
     def _lookup_due(self, now: float) -> bool:
         """A lookup goes when due (see batch/url_lookups.py), or at once with tokens to
-        spare: one for the lookup, one for the next tick."""
+        spare: one for the lookup, two for the next tick (which keeps one for lookups)."""
         if not self._urls:
             return False
         in_flight = bool(self._watches)
         return self._urls.due(now, self._typical_s, jobs_in_flight=in_flight) or (
-            self._budget.tokens() >= 2.0
+            self._budget.tokens() >= 3.0
         )
 
     def _send_lookup(self, lookups: asyncio.TaskGroup) -> None:
