@@ -690,21 +690,28 @@ def test_the_poll_budget_holds_whatever_the_api_answers(
     assert api.requests <= stated, (api.requests, stated, spent)
 
 
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"job_latency_jitter": 0.5},
+        {"job_latency_distribution": "lognormal", "job_latency_sigma": 0.6, "api_rtt_s": 0.02},
+    ],
+    ids=["uniform50", "lognormal0.6-rtt"],
+)
 async def test_the_poll_budget_holds_against_the_simulator(
-    simulator_factory: SimulatorFactory, png_bytes: Callable[..., bytes]
+    simulator_factory: SimulatorFactory, png_bytes: Callable[..., bytes], times: dict[str, Any]
 ) -> None:
-    """The simulator with job times +-50%, half its list pages cut short (next token still
-    given) and a fifth of jobs failing: 8 slots run 48 jobs, each reported with its real
-    status and its outputs' URLs, and the simulator's own log of polling requests (list
-    pages, job GETs, get-bulk) stays within the budget the poller states."""
+    """The simulator with job times +-50% (or lognormal, with a round trip), half its list
+    pages cut short (next token still given) and a fifth of jobs failing: 8 slots run 48
+    jobs, each reported with its real status and its outputs' URLs, and the simulator's own
+    log of polling requests (list pages, job GETs, get-bulk) stays within the budget the
+    poller states."""
     sim = await simulator_factory(
-        seed=3,
-        job_latency_s=0.4,
-        job_latency_jitter=0.5,
-        list_short_page_rate=0.5,
-        job_failure_rate=0.2,
+        seed=3, job_latency_s=0.4, list_short_page_rate=0.5, job_failure_rate=0.2, **times
     )
-    policy = PollPolicy(budget_per_job=0.2, budget_per_wave=2.0, budget_min_duration_s=0.5)
+    policy = PollPolicy(
+        budget_per_job=0.5, budget_per_wave=2.0, budget_min_duration_s=0.5, sweep_every_s=0.5
+    )
     jobs, slots = 48, 8
     async with aiohttp.ClientSession() as session:
         client = ScenarioClient(session, settings_for(sim))
