@@ -15,7 +15,8 @@ the most latency: a tick's first page always; a page beyond it when the first wa
 or empty page) only with tokens to spare, else the rest waits for the next tick's read
 from the same cursor; a URL lookup at once only with tokens to spare, else when it fills
 a get-bulk, when no job is left in flight, or once its oldest output has waited a
-quarter of a typical job (downloads are off the job slots' critical path).
+quarter of a typical job (downloads are off the job slots' critical path), and a tick
+keeps one token back while outputs wait, so lookups are never starved.
 
 The pace adapts to how long jobs take: about a tenth of the typical job duration,
 so a finished job waits on average 5% of its own duration to be noticed. Before any job
@@ -88,7 +89,7 @@ class PollPolicy:
     # the run's pace is known. The liveness floor is one request per `max_interval_s`.
     budget_per_job: float = 0.18
     budget_per_wave: float = 6.0
-    budget_min_duration_s: float = 1.0
+    budget_min_duration_s: float = 0.2
     learning_requests: int = 20
     # While tokens are short, an output waits up to this share of a typical job for its
     # URL lookup, so one get-bulk serves several ticks (downloads are off the slots'
