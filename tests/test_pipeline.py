@@ -144,6 +144,37 @@ async def test_large_reference_takes_the_multipart_upload(
     assert all(r.authorization is None for r in parts)
 
 
+async def test_small_references_are_read_on_the_loop_big_ones_in_a_thread(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reference up to INLINE_READ_BYTES is read on the loop's thread (no thread trip);
+    a bigger one in a worker thread; both upload once with their content's hash."""
+    import threading
+
+    from batch import references
+    from tests.conftest import make_png
+
+    (tmp_path / "small.png").write_bytes(make_png(16, 16))
+    (tmp_path / "big.png").write_bytes(make_png(400, 300, noisy=True))
+    assert (tmp_path / "small.png").stat().st_size <= references.INLINE_READ_BYTES
+    assert (tmp_path / "big.png").stat().st_size > references.INLINE_READ_BYTES
+    read_on: dict[str, bool] = {}
+    real = references.read_reference
+
+    def watched(path: str, stamp: references.FileStamp | None) -> tuple[bytes, str]:
+        read_on[Path(path).name] = threading.current_thread() is threading.main_thread()
+        return real(path, stamp)
+
+    monkeypatch.setattr(references, "read_reference", watched)
+    jobs = [{"prompt": name, "referenceImages": [name]} for name in ("small.png", "big.png")]
+    summary = await run(simulator, write_manifest(tmp_path, jobs), tmp_path / "out")
+
+    assert summary.succeeded == 2
+    assert read_on == {"small.png": True, "big.png": False}
+    keys = sorted(key.split(":")[0] for key in load_state(tmp_path / "out").assets)
+    assert keys == ["file", "file", "sha256", "sha256"]  # each file's quick key and hash
+
+
 async def test_project_id_goes_on_every_api_call(simulator: Simulator, tmp_path: Path) -> None:
     """A manifest projectId is sent as the projectId query parameter of every API call."""
     write_images(tmp_path / "images", 1)
