@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m batch.demo
+	$(BIN)/python -m batch.cli.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,5 +1,5 @@
 """`python -m batch` is the same as the `scenario-batch` command."""
 
-from batch.cli import main
+from batch.cli.main import main
 
 raise SystemExit(main())

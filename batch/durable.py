@@ -2,7 +2,7 @@
 
 Every file scenario-batch writes goes to a fresh temporary name in the same directory,
 is flushed, and is renamed into place; the rename itself is made durable by syncing the
-directory (for downloaded outputs the ledger does that, once for many: see batch.ledger).
+directory (for downloaded outputs the ledger does that, once for many: see batch.ledger.journal).
 `os.replace` over a planted symlink replaces the link, never its target.
 """
 

@@ -6,7 +6,7 @@ the next call, and every one means that outputs bought now could not be kept. So
 not retried and not pinned on an item: wherever one strikes, it becomes a
 `LocalFaultError`, which no item handler catches. It ends the run's task group (no more
 submits, downloads in flight are cancelled and their temp files removed), the ledger keeps
-what it had (see `batch.ledger`: a failed append is cut off), and the CLI prints its one
+what it had (see `batch.ledger.journal`: a failed append is cut off), and the CLI prints its one
 line and exits 1 (2 when nothing was spent yet). The same command resumes.
 
 Two doors lead here:

@@ -83,18 +83,18 @@ def _trusting(ca_pem: str | None) -> ssl.SSLContext | None:
 async def run_pipeline(
     base_url: str, manifest_path: Path, out: Path, concurrency: int, ca_pem: str | None = None
 ) -> ClientResult:
-    import batch.pipeline
-    from batch.ledger import load_state
-    from batch.manifest import load_manifest
-    from batch.network import NetworkSettings
-    from batch.pipeline import RunOptions, run_manifest
-    from batch.settings import ApiSettings
+    import batch.run.pipeline
+    from batch.api.network import NetworkSettings
+    from batch.api.settings import ApiSettings
+    from batch.ledger.journal import load_state
+    from batch.manifest.load import load_manifest
+    from batch.run.pipeline import RunOptions, run_manifest
 
     result = ClientResult("pipeline")
     # The views (report.html, metadata.jsonl) are written after the last job: timed on
     # their own, not as part of the run. The hook must exist: when it was renamed, the
     # views' CPU silently joined the run's (~0.8 ms per job at C=256, round 9).
-    write_views = batch.pipeline._write_views
+    write_views = batch.run.pipeline._write_views
 
     def timed_views(*args: Any) -> None:
         cpu, system, wall = _cpu(), _sys(), time.perf_counter()
@@ -103,7 +103,7 @@ async def run_pipeline(
         result.report_cpu_s += _cpu() - cpu
         result.report_sys_s += _sys() - system
 
-    setattr(batch.pipeline, "_write_views", timed_views)  # noqa: B010 (a private hook)
+    setattr(batch.run.pipeline, "_write_views", timed_views)  # noqa: B010 (a private hook)
     marks: dict[str, dict[str, Any]] = {}
     stages.install(marks)
     started = time.perf_counter()
@@ -143,7 +143,7 @@ async def run_sdk(
     import httpx
     from scenario_sdk import AsyncScenario
 
-    from batch.manifest import load_manifest
+    from batch.manifest.load import load_manifest
 
     result = ClientResult("sdk")
     manifest = load_manifest(manifest_path)  # only to send the very same bodies
@@ -206,9 +206,9 @@ async def run_floor(
     import aiohttp
     import orjson
 
-    from batch.api import BULK_LIMIT
-    from batch.manifest import load_manifest
-    from batch.poller import format_time, parse_time
+    from batch.api.client import BULK_LIMIT
+    from batch.manifest.load import load_manifest
+    from batch.run.poller import format_time, parse_time
 
     result = ClientResult("floor")
     manifest = load_manifest(manifest_path)  # only to send the very same bodies

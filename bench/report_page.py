@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch.ledger import LEDGER_NAME
-from batch.manifest import Item, Manifest, Reference
-from batch.report import write_report
-from batch.thumbnails import THUMBS_DIR, Thumbnails
+from batch.ledger.journal import LEDGER_NAME
+from batch.manifest.load import Item, Manifest, Reference
+from batch.report.page import write_report
+from batch.report.thumbnails import THUMBS_DIR, Thumbnails
 from bench.browser import find_chromium, run_chromium
 from bench.workload import tiny_png
 

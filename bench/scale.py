@@ -32,7 +32,7 @@ class Timed:
 
 
 def _validate(path: Path, conn: Any) -> None:
-    from batch.manifest import load_manifest
+    from batch.manifest.load import load_manifest
 
     base = peak_rss_mb()
     started, cpu = time.perf_counter(), time.process_time()
@@ -43,7 +43,7 @@ def _validate(path: Path, conn: Any) -> None:
 
 
 def _load_ledger(directory: Path, conn: Any) -> None:
-    from batch.ledger import load_state
+    from batch.ledger.journal import load_state
 
     base = peak_rss_mb()
     started = time.perf_counter()
@@ -213,7 +213,7 @@ def write_ledger(directory: Path, items: int, images: int = 1000) -> int:
 def _killed_run(directory: Path, items: int, conn: Any) -> None:
     """Write the ledger as a run does (through the writer, which checkpoints every 16 MiB),
     then die without closing it, as a kill -9 would."""
-    from batch.ledger import LedgerWriter
+    from batch.ledger.journal import LedgerWriter
 
     writer = LedgerWriter(directory)
     writer.open()
@@ -251,7 +251,7 @@ def ledger_load(root: Path, items: int, *, snapshot: bool = False, killed: bool 
         return timed
     write_ledger(root / "ledger", items)
     if snapshot:
-        from batch.ledger import LedgerWriter
+        from batch.ledger.journal import LedgerWriter
 
         writer = LedgerWriter(root / "ledger")
         writer.open()

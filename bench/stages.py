@@ -2,7 +2,7 @@
 job ends (seen final, URLs known, a download slot taken, file settled).
 
 Installed only in the benchmark's client process. It wraps three private pieces of
-`batch.pipeline` (the poller wait, the download step, the fetch); if they change, the
+`batch.run.pipeline` (the poller wait, the download step, the fetch); if they change, the
 smoke test (tests/test_bench_smoke.py) says so.
 """
 
@@ -17,7 +17,7 @@ STAGES = ("seen", "urls", "download", "settled")
 
 def install(marks: dict[str, dict[str, Any]]) -> None:
     """From now on, fill `marks`: item id -> stage -> epoch seconds (and "job": job id)."""
-    import batch.pipeline as pipeline
+    import batch.run.pipeline as pipeline
 
     run = pipeline.Run
     wait_for_job, download, fetch_output = run._wait_for_job, run._download, pipeline.fetch_output

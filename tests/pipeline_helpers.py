@@ -11,12 +11,12 @@ from typing import Any
 
 import yaml
 
-from batch.ledger import load_state
-from batch.manifest import load_manifest
-from batch.network import NetworkSettings
-from batch.pipeline import RunOptions, RunSummary, run_manifest
-from batch.poller import PollPolicy
-from batch.settings import ApiSettings, RetryPolicy
+from batch.api.network import NetworkSettings
+from batch.api.settings import ApiSettings, RetryPolicy
+from batch.ledger.journal import load_state
+from batch.manifest.load import load_manifest
+from batch.run.pipeline import RunOptions, RunSummary, run_manifest
+from batch.run.poller import PollPolicy
 from batch.simulator import RequestRecord, Simulator
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET, make_png
 

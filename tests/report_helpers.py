@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from batch.ledger import LedgerWriter
-from batch.manifest import DEFAULT_MODEL, Item, Manifest, Reference
+from batch.ledger.journal import LedgerWriter
+from batch.manifest.load import DEFAULT_MODEL, Item, Manifest, Reference
 from tests.conftest import make_png
 
 SCRIPT_PROMPT = "<script>document.body.dataset.pwned='1'</script>"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from batch.cli import main
-from batch.ledger import load_state
+from batch.cli.main import main
+from batch.ledger.journal import load_state
 from batch.simulator import Simulator
 from batch.simulator.models import SEEDREAM
 from tests.conftest import SimulatorFactory, make_png
@@ -159,7 +159,7 @@ async def test_an_account_without_recent_jobs_costs_no_per_item_matching(
     def no_matching(items: object) -> object:
         raise AssertionError("per-item matching with no job to match")
 
-    monkeypatch.setattr("batch.adoption._unambiguous", no_matching)
+    monkeypatch.setattr("batch.run.adoption._unambiguous", no_matching)
     sim = await simulator_factory()
     summary = await run(sim, _manifest(tmp_path), tmp_path / "out")
     assert summary.exit_code == 0 and summary.submitted == ITEMS

@@ -14,7 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from batch.api import ScenarioClient
+from batch.api.client import ScenarioClient
+from batch.api.settings import ApiSettings, RetryPolicy
+from batch.api.throttle import Throttle
+from batch.api.urls import redirect_target
 from batch.errors import (
     AmbiguousSubmitError,
     CredentialsError,
@@ -22,10 +25,7 @@ from batch.errors import (
     ParallelJobsLimitError,
     PermanentApiError,
 )
-from batch.outputs import fetch_output
-from batch.settings import ApiSettings, RetryPolicy
-from batch.throttle import Throttle
-from batch.urls import redirect_target
+from batch.run.outputs import fetch_output
 from tests.conftest import make_png
 
 RETRY = RetryPolicy(attempts=5, initial_wait_s=0.01, max_wait_s=0.5, total_s=10)

@@ -13,9 +13,15 @@ from typing import Any
 
 import pytest
 
-from batch import ledger as ledger_module
-from batch.checkpoint import Checkpointer
-from batch.ledger import LEDGER_NAME, SNAPSHOT_NAME, LedgerWriter, load_state, write_snapshot
+from batch.ledger import journal as ledger_module
+from batch.ledger.checkpoint import Checkpointer
+from batch.ledger.journal import (
+    LEDGER_NAME,
+    SNAPSHOT_NAME,
+    LedgerWriter,
+    load_state,
+    write_snapshot,
+)
 from tests.test_ledger import _reference_replay, count_decoded_lines
 
 
@@ -78,7 +84,7 @@ def test_a_checkpoint_covers_only_complete_lines_and_counts_no_torn_one(tmp_path
 
 
 def test_a_checkpoint_child_writes_the_snapshot(tmp_path: Path) -> None:
-    """The real child process (`python -m batch.checkpoint`), run as the writer runs it."""
+    """The real child process (`python -m batch.ledger.checkpoint`), run as the writer runs it."""
     data = b"".join(json.dumps(r).encode() + b"\n" for r in _item_records(30))
     (tmp_path / LEDGER_NAME).write_bytes(data)
     checkpointer = Checkpointer(tmp_path, every_bytes=1)
@@ -108,7 +114,7 @@ def test_the_checkpoint_child_gets_no_credentials(
     probe = "import os, sys; sys.exit(3 if 's3cret' in repr(dict(os.environ)) else 4)"
     checkpointer = Checkpointer(tmp_path, every_bytes=1)
     checkpointer.command = lambda: [sys.executable, "-c", probe]  # type: ignore[method-assign]
-    with caplog.at_level(logging.DEBUG, logger="batch.checkpoint"):
+    with caplog.at_level(logging.DEBUG, logger="batch.ledger.checkpoint"):
         checkpointer.wrote(1)
         assert checkpointer.wait(60)
     assert "exited 4" in caplog.text
@@ -127,7 +133,7 @@ def test_open_removes_the_temp_file_of_a_killed_checkpoint(tmp_path: Path) -> No
 def test_close_kills_a_checkpoint_that_ignores_sigterm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batch.checkpoint.STOP_GRACE_S", 0.5)
+    monkeypatch.setattr("batch.ledger.checkpoint.STOP_GRACE_S", 0.5)
     stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
     checkpointer = Checkpointer(tmp_path, every_bytes=1)
     checkpointer.command = lambda: [sys.executable, "-c", stubborn]  # type: ignore[method-assign]
@@ -179,12 +185,12 @@ def test_a_stopped_checkpoint_child_leaves_no_temp_file(tmp_path: Path) -> None:
     # The rename is where SIGTERM lands: the temp file exists and is complete by then.
     script = (
         "import os, signal, sys, time\n"
-        "import batch.durable, batch.checkpoint\n"
+        "import batch.durable, batch.ledger.checkpoint\n"
         "def replace(*_):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(30)\n"
         "batch.durable.os = type('os', (), {**vars(os), 'replace': staticmethod(replace)})\n"
-        "sys.exit(batch.checkpoint.main(sys.argv[1:]))\n"
+        "sys.exit(batch.ledger.checkpoint.main(sys.argv[1:]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, timeout=60

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from batch.cli import main
-from batch.ledger import load_state
+from batch.cli.main import main
+from batch.ledger.journal import load_state
 from batch.simulator import Simulator
 from tests.conftest import SimulatorFactory
 from tests.pipeline_helpers import (
@@ -268,8 +268,8 @@ def test_dated_directory_resumes_last_nights_unfinished_run(
     """A run killed after midnight resumes yesterday's directory instead of starting over."""
     import datetime as dt
 
-    from batch.cli import expand_date
-    from batch.ledger import LedgerWriter
+    from batch.cli.main import expand_date
+    from batch.ledger.journal import LedgerWriter
 
     monkeypatch.delenv("SCENARIO_BATCH_DATE", raising=False)
     pattern = tmp_path / "nightly" / "{date}"

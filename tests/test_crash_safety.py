@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from batch.ledger import load_state
+from batch.ledger.journal import load_state
 from batch.simulator import Simulator
 from tests.conftest import (
     TEST_API_KEY,
@@ -217,13 +217,13 @@ async def test_every_file_a_success_names_was_synced_before_the_success(
     disk too. Downloads do not sync the directory after each rename; the ledger does,
     before it writes the records naming them. Checked by listing the directory at every
     directory fsync, with the ledger's size then."""
-    import batch.ledger
-    import batch.outputs
+    import batch.ledger.journal
+    import batch.run.outputs
 
     sim = await simulator_factory(job_latency_s=0.05, job_latency_jitter=0.5, seed=7)
     manifest = _crash_manifest(tmp_path, 40, concurrency=8)
     out = tmp_path / "out"
-    real_fsync = batch.ledger.fsync_directory
+    real_fsync = batch.ledger.journal.fsync_directory
     syncs: list[tuple[frozenset[str], int]] = []  # (names listed, ledger size) at each
 
     def observed_fsync(directory: Path) -> None:
@@ -235,8 +235,8 @@ async def test_every_file_a_success_names_was_synced_before_the_success(
     def no_per_download_sync(directory: Path) -> None:
         raise AssertionError("a download synced the directory itself")
 
-    monkeypatch.setattr(batch.ledger, "fsync_directory", observed_fsync)
-    monkeypatch.setattr(batch.outputs, "fsync_directory", no_per_download_sync)
+    monkeypatch.setattr(batch.ledger.journal, "fsync_directory", observed_fsync)
+    monkeypatch.setattr(batch.run.outputs, "fsync_directory", no_per_download_sync)
     summary = await run(sim, manifest, out, concurrency=8)
     assert summary.succeeded == 40
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from batch.cli import main
-from batch.ledger import LEDGER_NAME, SNAPSHOT_NAME, load_state
+from batch.cli.main import main
+from batch.ledger.journal import LEDGER_NAME, SNAPSHOT_NAME, load_state
 from batch.simulator import Simulator
 from tests.datasets_helpers import load
 from tests.pipeline_helpers import ledger_lines, run, write_images, write_manifest

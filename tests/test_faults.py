@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
-import batch.outputs
-import batch.pipeline
-from batch import cli
-from batch.ledger import load_state
-from batch.model_catalog import ModelCatalog
-from batch.model_inputs import KONTEXT_DECLARATION
-from batch.outputs import Fetched
-from batch.settings import ApiSettings, RetryPolicy
+import batch.run.outputs
+import batch.run.pipeline
+from batch.api.settings import ApiSettings, RetryPolicy
+from batch.cli import main as cli
+from batch.ledger.journal import load_state
+from batch.models.catalog import ModelCatalog
+from batch.models.inputs import KONTEXT_DECLARATION
+from batch.run.outputs import Fetched
 from batch.simulator import MODEL_ID
 from tests.conftest import TEST_API_KEY, TEST_API_SECRET, SimulatorFactory, over_http_and_https
 from tests.pipeline_helpers import (
@@ -259,7 +259,9 @@ async def test_long_outage_stops_with_exit_1_and_resumes(
     assert_outputs_intact(out)
 
 
-@pytest.mark.parametrize("spool_bytes", [batch.outputs.SPOOL_BYTES, 64], ids=["held", "spilled"])
+@pytest.mark.parametrize(
+    "spool_bytes", [batch.run.outputs.SPOOL_BYTES, 64], ids=["held", "spilled"]
+)
 async def test_bad_downloads_are_retried_and_only_verified_files_land(
     simulator_factory: SimulatorFactory,
     tmp_path: Path,
@@ -269,7 +271,7 @@ async def test_bad_downloads_are_retried_and_only_verified_files_land(
     """Truncated bodies and non-image bytes are retried; every file on disk is byte for byte
     the simulator's output and decodes as an image; no temp file remains. Both when bodies
     are held in memory until settled and when they spill to the temp file as they come."""
-    monkeypatch.setattr(batch.outputs, "SPOOL_BYTES", spool_bytes)
+    monkeypatch.setattr(batch.run.outputs, "SPOOL_BYTES", spool_bytes)
     sim = await simulator_factory(seed=5, truncate_rate=0.15, corrupt_rate=0.15)
     manifest = _manifest(tmp_path, 30, images=3)
     out = tmp_path / "out"
@@ -350,13 +352,13 @@ async def test_expired_urls_are_refreshed(
     """Download URLs that expire while an item waits to download are refreshed through the API
     and the download succeeds; the CDN never sees credentials."""
     sim = await simulator_factory(seed=6, job_latency_s=0.1, url_lifetime_s=0.3)
-    real_fetch = batch.pipeline.fetch_output
+    real_fetch = batch.run.pipeline.fetch_output
 
     async def slow_fetch(*args: Any, **kwargs: Any) -> Fetched:
         await asyncio.sleep(0.4)  # a long download queue: every URL from the poller lapses
         return await real_fetch(*args, **kwargs)
 
-    monkeypatch.setattr(batch.pipeline, "fetch_output", slow_fetch)
+    monkeypatch.setattr(batch.run.pipeline, "fetch_output", slow_fetch)
     manifest = _manifest(tmp_path, 6, images=2)
     out = tmp_path / "out"
 

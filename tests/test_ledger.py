@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch import ledger as ledger_module
 from batch.errors import LockedError
-from batch.ledger import (
+from batch.ledger import journal as ledger_module
+from batch.ledger.journal import (
     LEDGER_NAME,
     SNAPSHOT_NAME,
     DirectoryLock,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from batch.cli import main
+from batch.cli.main import main
 from batch.errors import LocalFaultError
-from batch.ledger import load_state
-from batch.preflight import warn_if_short_of_space
+from batch.ledger.journal import load_state
+from batch.run.preflight import warn_if_short_of_space
 from batch.simulator import Simulator
 from tests.conftest import SimulatorFactory
 from tests.fs_shim import FaultyDisk

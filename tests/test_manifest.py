@@ -14,7 +14,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from batch.errors import ManifestError, Problem
-from batch.manifest import DEFAULT_MODEL, Reference, load_manifest, manifest_json_schema
+from batch.manifest.load import DEFAULT_MODEL, Reference, load_manifest, manifest_json_schema
 from tests.conftest import make_png
 
 
@@ -359,7 +359,7 @@ def test_references_checked_once_per_path(
     tmp_path: Path, images: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A file used by many jobs is opened once; a missing default reference is reported once."""
-    import batch.manifest_files as files
+    import batch.manifest.files as files
 
     opened: list[str] = []
     real_open = files.Image.open
@@ -389,7 +389,7 @@ def test_check_files_false_skips_disk(tmp_path: Path) -> None:
 
 def test_image_limits(tmp_path: Path) -> None:
     """Reference images over the pixel limit, or not images at all, are refused from the header."""
-    from batch.manifest_files import FileChecker
+    from batch.manifest.files import FileChecker
 
     big = tmp_path / "big.png"
     Image.new("L", (8000, 7000)).save(big)  # 56 MP, compresses to a few kB
@@ -510,8 +510,8 @@ _JOB_KEYS = st.sampled_from(
 def test_jobs_checked_without_pydantic_read_as_pydantic_reads_them(raw: Any) -> None:
     """A job taken by the fast check is one `Job` accepts, read field for field the same;
     any job `Job` refuses is left to `Job` (which reports it)."""
-    from batch.manifest import _is_plain, _plain_job
-    from batch.manifest_schema import Job
+    from batch.manifest.load import _is_plain, _plain_job
+    from batch.manifest.schema import Job
 
     try:
         job = Job.model_validate(raw)
@@ -548,7 +548,7 @@ def test_plain_jobs_give_the_items_pydantic_jobs_give(
         """,
     )
     fast = load_manifest(path)
-    monkeypatch.setattr("batch.manifest._is_plain", lambda raw: False)
+    monkeypatch.setattr("batch.manifest.load._is_plain", lambda raw: False)
     slow = load_manifest(path)
     assert fast == slow
     assert [dict(i.params) for i in fast.items] == [dict(i.params) for i in slow.items]
@@ -579,6 +579,6 @@ _JSON = st.recursive(
 def test_fingerprint_text_is_what_the_json_encoder_writes(value: Any) -> None:
     """The encoder made once writes exactly what `JSONEncoder.encode` writes (fingerprints
     of every earlier version stay)."""
-    from batch.manifest import _CANONICAL, _canonical
+    from batch.manifest.load import _CANONICAL, _canonical
 
     assert _canonical(value) == _CANONICAL.encode(value)

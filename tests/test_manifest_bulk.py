@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from batch.errors import ManifestError
-from batch.manifest import load_manifest
-from batch.manifest_bulk import image_keys, sanitize
+from batch.manifest.bulk import image_keys, sanitize
+from batch.manifest.load import load_manifest
 
 
 def make(folder: Path, *names: str) -> None:

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import batch.manifest as manifest
+import batch.manifest.load as manifest
 from batch.errors import ManifestError
-from batch.manifest import load_manifest
+from batch.manifest.load import load_manifest
 
 
 def refused(path: Path) -> str:

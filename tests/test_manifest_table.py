@@ -14,10 +14,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batch.cli import main
+from batch.cli.main import main
 from batch.errors import ManifestError
-from batch.manifest import Item, load_manifest
-from batch.model_catalog import ModelCatalog, api_fetcher
+from batch.manifest.load import Item, load_manifest
+from batch.models.catalog import ModelCatalog, api_fetcher
 from batch.simulator import Simulator
 from batch.simulator.models import QWEN, SEEDREAM
 from tests.pipeline_helpers import settings_for, write_images

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batch.ledger import LedgerWriter, load_state
-from batch.metadata import METADATA_NAME, is_split_named, metadata_rows, write_metadata
+from batch.ledger.journal import LedgerWriter, load_state
+from batch.report.metadata import METADATA_NAME, is_split_named, metadata_rows, write_metadata
 from batch.simulator import Simulator
 from tests.conftest import SimulatorFactory, make_png
 from tests.datasets_helpers import load

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.model_inputs import (
+from batch.models.inputs import (
     BUILTIN,
     KONTEXT,
     KONTEXT_DECLARATION,

@@ -15,12 +15,12 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from batch.cli import main
+from batch.cli.main import main
 from batch.errors import ManifestError
-from batch.ledger import load_state
-from batch.manifest import Manifest, load_manifest
-from batch.model_catalog import ModelCatalog, api_fetcher
-from batch.model_inputs import parse_model
+from batch.ledger.journal import load_state
+from batch.manifest.load import Manifest, load_manifest
+from batch.models.catalog import ModelCatalog, api_fetcher
+from batch.models.inputs import parse_model
 from batch.simulator import Simulator
 from batch.simulator.models import INPUTS, QWEN, SEEDREAM, model_json, validate_declared
 from tests.pipeline_helpers import (

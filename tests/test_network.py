@@ -19,10 +19,10 @@ import aiohttp
 import pytest
 import yarl
 
-from batch import cli
+from batch.api.network import NetworkSettings
+from batch.cli import main as cli
 from batch.errors import DownloadError, UsageError
-from batch.network import NetworkSettings
-from batch.outputs import fetch_output
+from batch.run.outputs import fetch_output
 from batch.simulator import Simulator, make_identity, running_simulator
 from batch.simulator.models import SEEDREAM
 from tests.conftest import FAST, TEST_API_KEY, TEST_API_SECRET, SimulatorFactory

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from batch import pipeline
-from batch.ledger import load_state
-from batch.poller import Finished, Poller
+from batch.ledger.journal import load_state
+from batch.run import pipeline
+from batch.run.poller import Finished, Poller
 from batch.simulator import Simulator
 from tests.conftest import SimulatorFactory, over_http_and_https
 from tests.pipeline_helpers import (
@@ -151,7 +151,7 @@ async def test_small_references_are_read_on_the_loop_big_ones_in_a_thread(
     a bigger one in a worker thread; both upload once with their content's hash."""
     import threading
 
-    from batch import references
+    from batch.run import references
     from tests.conftest import make_png
 
     (tmp_path / "small.png").write_bytes(make_png(16, 16))
@@ -183,8 +183,8 @@ async def test_project_id_goes_on_every_api_call(simulator: Simulator, tmp_path:
         [{"prompt": "scoped", "referenceImages": ["images/img0000.png"]}],
         projectId="proj_test",
     )
-    from batch.manifest import load_manifest
-    from batch.pipeline import RunOptions, run_manifest
+    from batch.manifest.load import load_manifest
+    from batch.run.pipeline import RunOptions, run_manifest
     from tests.pipeline_helpers import FAST_POLL, settings_for
 
     loaded = load_manifest(manifest)

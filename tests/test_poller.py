@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch.api import JobView, ScenarioClient
+from batch.api.client import JobView, ScenarioClient
 from batch.errors import CredentialsError
-from batch.poller import Finished, Poller, PollPolicy, format_time
+from batch.run.poller import Finished, Poller, PollPolicy, format_time
 from batch.simulator import MODEL_ID, Simulator
 from tests.conftest import SimulatorFactory
 from tests.pipeline_helpers import settings_for

@@ -10,7 +10,7 @@ import sys
 import termios
 from pathlib import Path
 
-from batch.progress import LineProgress
+from batch.run.progress import LineProgress
 from tests.conftest import SimulatorFactory
 from tests.test_crash_safety import _crash_manifest, _env
 
@@ -66,7 +66,7 @@ def test_plain_lines_report_progress_and_eta(caplog: object) -> None:
     import logging
 
     progress = LineProgress(every_s=0.0)
-    with _capture(logging.getLogger("batch.progress")) as lines:
+    with _capture(logging.getLogger("batch.run.progress")) as lines:
         progress.start(total=4, done=1)
         progress.item_finished(ok=True)
         progress.item_finished(ok=False)

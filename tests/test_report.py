@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from batch import report
 from batch.errors import LocalFaultError
-from batch.ledger import LEDGER_NAME
-from batch.manifest import Item, Manifest
-from batch.report import write_report
+from batch.ledger.journal import LEDGER_NAME
+from batch.manifest.load import Item, Manifest
+from batch.report import page as report
+from batch.report.page import write_report
 from tests.report_helpers import (
     SCRIPT_PROMPT,
     item,

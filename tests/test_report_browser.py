@@ -18,8 +18,8 @@ from statistics import median
 import pytest
 from PIL import Image
 
-from batch.ledger import LEDGER_NAME
-from batch.report import write_report
+from batch.ledger.journal import LEDGER_NAME
+from batch.report.page import write_report
 from bench.browser import WINDOW, find_chromium, run_chromium
 from tests.report_helpers import MODELS, OUTPUT_COLOR, three_states_dir, two_models_dir
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batch.cli import main
-from batch.ledger import load_state
-from batch.manifest import Item, load_manifest
-from batch.sample import sample_items
+from batch.cli.main import main
+from batch.ledger.journal import load_state
+from batch.manifest.load import Item, load_manifest
+from batch.run.sample import sample_items
 from batch.simulator import Simulator
 from tests.pipeline_helpers import (
     assert_outputs_intact,

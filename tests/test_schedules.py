@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batch.cli import build_parser, main
-from batch.ledger import load_state
+from batch.cli.main import build_parser, main
+from batch.ledger.journal import load_state
 from batch.simulator import Simulator
 from tests.pipeline_helpers import write_images, write_manifest
 

@@ -29,7 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from batch.api import ScenarioClient
+from batch.api.client import ScenarioClient
+from batch.api.settings import ApiSettings
 from batch.errors import (
     BatchError,
     CredentialsError,
@@ -38,13 +39,12 @@ from batch.errors import (
     PermanentApiError,
     UsageError,
 )
-from batch.ledger import LEDGER_NAME, LOCK_NAME, LedgerWriter
+from batch.ledger.journal import LEDGER_NAME, LOCK_NAME, LedgerWriter
 from batch.logs import configure_logging
-from batch.manifest import Manifest, Reference, load_manifest
-from batch.manifest_schema import ID_PATTERN
-from batch.pipeline import RunOptions, run_manifest
-from batch.references import References
-from batch.settings import ApiSettings
+from batch.manifest.load import Manifest, Reference, load_manifest
+from batch.manifest.schema import ID_PATTERN
+from batch.run.pipeline import RunOptions, run_manifest
+from batch.run.references import References
 from batch.simulator import Simulator
 from tests.conftest import SimulatorFactory, make_png
 from tests.pipeline_helpers import FAST_POLL, FAST_RETRY, settings_for, write_manifest
@@ -226,7 +226,7 @@ def test_plain_http_refused_except_to_loopback(
         ApiSettings(base_url=url, api_key="k" * 8, api_secret="s" * 8)
     assert not any(s in str(info.value) for s in SENTINELS)
 
-    from batch.cli import main
+    from batch.cli.main import main
 
     manifest = write_manifest(tmp_path, [{"prompt": "p", "referenceImages": ["asset_x"]}])
     monkeypatch.setenv("SCENARIO_BASE_URL", url)
@@ -526,7 +526,7 @@ async def test_report_escapes_manifest_and_api_strings(
     simulator_factory: SimulatorFactory, tmp_path: Path
 ) -> None:
     """Hostile prompts, API errors, hints, job and asset ids and file names show as text."""
-    from batch.report import write_report
+    from batch.report.page import write_report
 
     sim = await simulator_factory(job_failure_rate=1.0)
     from tests.pipeline_helpers import write_images
@@ -634,9 +634,9 @@ async def test_server_echoing_credentials_does_not_get_them_recorded(tmp_path: P
     """An API error message that echoes the credentials is scrubbed before anyone sees it."""
     from aiohttp import web
 
-    from batch.api import ScenarioClient
+    from batch.api.client import ScenarioClient
+    from batch.api.settings import ApiSettings
     from batch.errors import PermanentApiError
-    from batch.settings import ApiSettings
 
     async def echo(request: web.Request) -> web.Response:
         return web.json_response(

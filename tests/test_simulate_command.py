@@ -140,7 +140,7 @@ async def test_simulate_tls_serves_the_official_sdk_trusting_its_ca(
 
 def test_simulate_refuses_bad_knobs_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """A negative round trip: exit 2 and a message naming the knob, no traceback."""
-    from batch import cli
+    from batch.cli import main as cli
 
     assert cli.main(["simulate", "--api-rtt", "-1"]) == 2
     assert "api_rtt_s" in capsys.readouterr().err

@@ -8,8 +8,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch import yaml_lines
-from batch.yaml_lines import load_yaml
+from batch.manifest import yaml_lines
+from batch.manifest.yaml_lines import load_yaml
 
 _keys = st.text(alphabet="abcdefgh", min_size=1, max_size=4)
 _scalars = st.one_of(st.integers(0, 10**6), st.text("xyz !:#", max_size=6), st.booleans())

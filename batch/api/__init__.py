@@ -1,0 +1,1 @@
+"""The Scenario API over one aiohttp session, and the network path to it."""

@@ -1,0 +1,1 @@
+"""The command line: arguments -> library calls; errors -> messages and exit codes."""

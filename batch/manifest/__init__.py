@@ -1,0 +1,1 @@
+"""YAML manifests and tables -> validated, frozen items."""

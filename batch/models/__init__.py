@@ -1,0 +1,1 @@
+"""Model input declarations: shipped, cached, fetched from the API."""

@@ -1,0 +1,1 @@
+"""A run: plan -> upload -> submit -> poll -> download."""
