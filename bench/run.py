@@ -283,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "minutes after on some file systems: use it for runs back to back)",
     )
     args = parser.parse_args(argv)
+    if args.workdir is not None:
+        # Made at once: a missing one used to fail after the simulator-alone section's minutes.
+        args.workdir.mkdir(parents=True, exist_ok=True)
     plan = QUICK if args.quick else FULL
     only = set(args.only.split(",")) if args.only else set(DEFAULT_SECTIONS)
     unknown = only - set(SECTIONS)
