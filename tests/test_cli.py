@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -290,3 +291,32 @@ def test_dated_directory_resumes_last_nights_unfinished_run(
     assert expand_date(pattern, today) == tmp_path / "nightly" / "2026-11-26"
     monkeypatch.setenv("SCENARIO_BATCH_DATE", "2026-01-01")
     assert expand_date(pattern, today) == tmp_path / "nightly" / "2026-01-01"
+
+
+async def test_poll_budget_option_reaches_the_poller(
+    scenario_env: Simulator,
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--poll-budget B` sets the run's budget per job; a value that is not positive is exit 2
+    before any request."""
+    from batch.cli import main as cli_main
+
+    manifest = write_manifest(project, _jobs(2), output="out")
+    with pytest.raises(SystemExit) as refused:  # argparse's own exit for a bad option
+        _cli("run", str(manifest), "--poll-budget", "0")
+    assert refused.value.code == 2
+    assert "--poll-budget" in capsys.readouterr().err
+    assert scenario_env.request_log == []
+
+    budgets: list[float] = []
+    real_run = cli_main.run_manifest
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        budgets.append(args[2].poll.budget_per_job)
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(cli_main, "run_manifest", spy)
+    assert await _run_cli("run", str(manifest), "-q", "--poll-budget", "0.7") == 0
+    assert budgets == [0.7]
