@@ -188,10 +188,12 @@ async def test_jobs_with_steady_durations_are_seen_together(
     assert counts["due"] <= 4 and counts["cadence"] >= 7, counts
 
 
-def _knowing(durations: list[tuple[float, float]], now: list[float]) -> Poller:
+def _knowing(
+    durations: list[tuple[float, float]], now: list[float], policy: PollPolicy | None = None
+) -> Poller:
     """A poller on a fake clock (`now[0]`) that has seen jobs end: (our sighting, the
     API's duration) for each."""
-    poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
+    poller = Poller(_SilentList(), policy or PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
     for seconds, api_seconds in durations:
         poller._learn(seconds, api_seconds)
     poller._update_due_after()
@@ -204,7 +206,7 @@ async def test_a_tick_waits_for_due_jobs_but_not_past_the_early_finishers() -> N
     so early finishers wait no longer than the cadence would make them. Busy runs too:
     no tick before anything can have finished, however fast jobs finish."""
     now = [1000.0]
-    for spread, expected in ((0.05, "due"), (0.5, "early")):
+    for spread, expected in ((0.02, "due"), (0.5, "early")):
         durations = [2.0 * (1 - spread + 2 * spread * n / 99) for n in range(100)]
         poller = _knowing([(d, d) for d in durations], now)
         waiting = asyncio.ensure_future(poller.wait_for("job_1", "2026-11-25T00:00:00.000Z"))
@@ -290,11 +292,12 @@ async def test_a_tick_waits_for_a_group_it_would_see_in_parts() -> None:
     steady stream of starts is not merged on and on: only the jobs sent together."""
     now = [1000.0]
     steady = [2.0 * (0.95 + 0.1 * n / 99) for n in range(100)]  # 1.90-2.10 s
-    poller = _knowing([(d, d) for d in steady], now)
+    policy = PollPolicy(fraction_of_job=0.1)  # a cadence of 0.2 s: wider than the spread
+    poller = _knowing([(d, d) for d in steady], now, policy)
     early, due = poller._due_after or (0.0, 0.0)
     interval = poller.interval
     due_after = min(due, early + interval)
-    gather = PollPolicy().gather_fraction * interval
+    gather = policy.gather_fraction * interval
     assert gather < 0.13 < due_after - early < interval
 
     async def send(job_id: str, at: float) -> asyncio.Future[Finished]:
@@ -451,7 +454,11 @@ async def test_a_slow_url_lookup_does_not_hold_up_the_next_tick() -> None:
     reported at the poller's cadence, and both get their URLs once lookups answer."""
     client = _SlowUrls()
     policy = PollPolicy(
-        min_interval_s=0.01, initial_interval_s=0.01, direct_below=1, budget_per_job=10.0
+        min_interval_s=0.01,
+        initial_interval_s=0.01,
+        direct_below=1,
+        budget_per_job=10.0,
+        url_wait_fraction=0.0,  # each output's lookup goes as soon as it is seen
     )
     poller = Poller(client, policy)  # type: ignore[arg-type]
     since = "2026-11-25T00:00:00.000Z"
@@ -598,6 +605,7 @@ class _AdversarialApi:
 _BUDGET_POLICY = PollPolicy(
     budget_per_job=0.2,
     budget_per_wave=2.0,
+    budget_per_wave_draining=4.0,
     budget_min_duration_s=1.0,
     learning_requests=5,
     max_interval_s=5.0,
@@ -607,18 +615,23 @@ _BUDGET_POLICY = PollPolicy(
 
 async def _run_slots(
     api: _AdversarialApi, plan: list[tuple[float, str, bool]], slots: int
-) -> tuple[Poller, list[Finished], float]:
+) -> tuple[Poller, list[Finished], float, float]:
     """Jobs of `plan` (duration, final status, listed) through `slots` at a time, each sent
-    as a slot frees, as the pipeline does; the poller, what it reported, the wall time."""
+    as a slot frees, as the pipeline does; the poller, what it reported, the wall time and
+    the time from the last job sent (the drain) to the end."""
     loop = asyncio.get_running_loop()
     poller = Poller(api, _BUDGET_POLICY, clock=loop.time)  # type: ignore[arg-type]
     queue = deque(enumerate(plan))
     finished: list[Finished] = []
+    drain_started: list[float] = []
     started = loop.time()
 
     async def slot() -> None:
         while queue:
             n, (duration, status, listed) = queue.popleft()
+            if not queue:
+                poller.draining()  # nothing is left to send, as the pipeline says
+                drain_started.append(loop.time())
             job_id = f"job_{n:03d}"
             now = loop.time()
             api.jobs[job_id] = _FakeJob(now, now + duration, status, listed)
@@ -632,10 +645,10 @@ async def _run_slots(
                     senders.create_task(slot())
             for final in finished:
                 await final.urls
-        wall = loop.time() - started
+        ended = loop.time()
         poller.stop()
         await running
-    return poller, finished, wall
+    return poller, finished, ended - started, ended - drain_started[0]
 
 
 _durations = st.one_of(
@@ -666,11 +679,12 @@ def test_the_poll_budget_holds_whatever_the_api_answers(
     """Against lists with short and empty pages that carry next tokens, jobs it never
     shows, bursts, stalls and wide spreads: every job is reported with its final status,
     and polling's requests stay within the stated budget: per_job x jobs + per_wave per
-    min_duration_s of wall time + the learning requests + one per max_interval_s."""
+    min_duration_s of wall time (per_wave_draining from the last job sent) + the learning
+    requests + one per max_interval_s."""
     api = _AdversarialApi(seed, short_rate)
     loop = _VirtualTimeLoop()
     try:
-        poller, finished, wall = loop.run_until_complete(_run_slots(api, plan, slots))
+        poller, finished, wall, drain = loop.run_until_complete(_run_slots(api, plan, slots))
     finally:
         loop.close()
     assert sorted(f.job.job_id for f in finished) == sorted(api.jobs)
@@ -683,6 +697,9 @@ def test_the_poll_budget_holds_whatever_the_api_answers(
     stated = (
         policy.budget_per_job * len(plan)
         + policy.budget_per_wave * wall / policy.budget_min_duration_s
+        + (policy.budget_per_wave_draining - policy.budget_per_wave)
+        * drain
+        / policy.budget_min_duration_s
         + policy.learning_requests
         + 1
         + wall / policy.max_interval_s
@@ -710,7 +727,11 @@ async def test_the_poll_budget_holds_against_the_simulator(
         seed=3, job_latency_s=0.4, list_short_page_rate=0.5, job_failure_rate=0.2, **times
     )
     policy = PollPolicy(
-        budget_per_job=0.5, budget_per_wave=2.0, budget_min_duration_s=0.5, sweep_every_s=0.5
+        budget_per_job=0.5,
+        budget_per_wave=2.0,
+        budget_per_wave_draining=4.0,
+        budget_min_duration_s=0.5,
+        sweep_every_s=0.5,
     )
     jobs, slots = 48, 8
     async with aiohttp.ClientSession() as session:
@@ -723,6 +744,8 @@ async def test_the_poll_budget_holds_against_the_simulator(
         async def slot() -> None:
             while queue:
                 n = queue.popleft()
+                if not queue:
+                    poller.draining()
                 body = {"prompt": f"p{n}", "referenceImages": [asset]}
                 job = (await client.generate(MODEL_ID, body)).job
                 finished.append(await poller.wait_for(job.job_id, job.created_at))
@@ -752,7 +775,7 @@ async def test_the_poll_budget_holds_against_the_simulator(
     assert len(polling) == spent.paid + spent.learning + spent.floor
     stated = (
         policy.budget_per_job * jobs
-        + policy.budget_per_wave * wall / policy.budget_min_duration_s
+        + policy.budget_per_wave_draining * wall / policy.budget_min_duration_s
         + policy.learning_requests
         + 1
         + wall / policy.max_interval_s

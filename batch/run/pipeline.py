@@ -198,6 +198,7 @@ class Run:
                 group.create_task(self._record_planned(planned), name="planned")
                 poll_task = group.create_task(self.poller.run(), name="poller")
                 await self._start_items(group, todo, planned)
+                self.poller.draining()
                 await self._idle.wait()
                 for prefetch in self._prefetches:  # every item is done: none is needed
                     prefetch.cancel()

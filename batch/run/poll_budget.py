@@ -5,7 +5,8 @@ Tokens come from two sources. Every job the poller watches brings `per_job`, ves
 the job runs (linearly over its expected duration; the rest at once when it is seen final
 or given up). And while jobs are in flight (or outputs wait for their URL lookup),
 `per_wave` tokens flow per expected job duration, whatever the number of jobs: a run with
-few jobs in flight, or the last jobs of a run, can still look a few times per job. At
+few jobs in flight can still look a few times per job; once nothing is left to send,
+`per_wave_draining` (the last jobs' sightings and URLs are then the run's own wait). At
 concurrency C that is per_wave / C per job (the defaults: 0.2 + 5/16 = 0.51 requests per
 job at C=16, 0.28 at C=64, 0.22 at C=256). The expected duration counts as at least
 `min_duration_s` here, so no answer of the API can make that flow faster than
@@ -18,6 +19,7 @@ has been seen final (the run's pace is not known yet), and one request whenever 
 been made for `floor_s` (the liveness floor). So, for any sequence of answers:
 
     requests <= per_job * jobs watched + per_wave * busy time / max(min_duration_s, E)
+                + (per_wave_draining - per_wave) * busy time draining / max(min_duration_s, E)
                 + learning + floor requests,        floor requests <= 1 + wall / floor_s
 
 (E: the expected duration, from the durations the API reported; `BudgetStats` keeps each
@@ -47,6 +49,7 @@ class PollBudget:
         *,
         per_job: float,
         per_wave: float,
+        per_wave_draining: float,
         learning: int,
         floor_s: float,
         min_duration_s: float,
@@ -54,6 +57,8 @@ class PollBudget:
     ) -> None:
         self._per_job = per_job
         self._per_wave = per_wave
+        self._per_wave_draining = per_wave_draining
+        self._draining = False  # nothing is left to send: the last jobs set the wall
         self._learning_left = learning
         self._floor_s = floor_s
         self._min_duration_s = min_duration_s
@@ -87,6 +92,12 @@ class PollBudget:
         """Whether outputs wait for their URL lookup: the wave flow goes on meanwhile."""
         self._flow()
         self._holding_outputs = holding
+
+    def draining(self) -> None:
+        """Nothing is left to send: from now on the wave flow is `per_wave_draining` (the
+        wait to see the last jobs, and to fetch their URLs, is the run's own wait)."""
+        self._flow()
+        self._draining = True
 
     def ended(self, job_id: str) -> None:
         """The job was seen final (or given up): the rest of its share vests now."""
@@ -161,7 +172,8 @@ class PollBudget:
     def _flow_rate(self) -> float:
         if self.expected_s is None or not (self._started or self._holding_outputs):
             return 0.0
-        return self._per_wave / max(self._min_duration_s, self.expected_s)
+        per_wave = self._per_wave_draining if self._draining else self._per_wave
+        return per_wave / max(self._min_duration_s, self.expected_s)
 
     def _learning(self) -> bool:
         return self.expected_s is None and self._learning_left > 0

@@ -13,18 +13,19 @@ wants, and it waits for tokens when the budget is short. It spends them where th
 the most latency: a tick's first page always; a page beyond it when the first was full
 (more of the same follows), but after a page the API cut short (a next token on a short
 or empty page) only with tokens to spare, else the rest waits for the next tick's read
-from the same cursor; a URL lookup at once only with tokens to spare, else when it fills
-a get-bulk, when no job is left in flight, or once its oldest output has waited a
-quarter of a typical job (downloads are off the job slots' critical path), and a tick
-keeps one token back while outputs wait, so lookups are never starved.
+from the same cursor; a URL lookup when it fills a get-bulk, when no job is left in
+flight, or once its oldest output has waited a typical job (downloads are off the job
+slots' critical path; a quarter of one once nothing is left to send), and a tick keeps
+one token back while outputs wait, so lookups are never starved.
 
-The pace adapts to how long jobs take: about a tenth of the typical job duration,
-so a finished job waits on average 5% of its own duration to be noticed. Before any job
-has finished, after a first tick at `initial_interval_s`, a tenth of the oldest job's age
-stands in for it (a job that has run for a seconds takes at least a seconds). When many
-jobs finish every second it polls faster, down to `min_interval_s`, as fast as the budget
-pays for (a tick's requests shared by the jobs finished meanwhile): a busy run loses less
-time per job at the same cost per job.
+The pace adapts to how long jobs take: at most every twentieth of the typical job
+duration, and as often as the budget pays for (a tick's requests shared by the jobs
+finished meanwhile), down to `min_interval_s`: a busy run loses less time per job at the
+same cost per job. Before any job has finished, after a first tick at
+`initial_interval_s`, a tenth of the oldest job's age stands in for it (a job that has
+run for a seconds takes at least a seconds). Once nothing is left to send (the pipeline
+says so), only the last job's wait is the run's: a steady tenth of a job, paid by the
+budget's larger flow while draining, so the last sighting never waits for tokens.
 
 Ticks that could find nothing are skipped. From the durations the API reports for recent
 jobs the poller knows when a job is *due*: started + the 97th percentile, or one interval
@@ -71,7 +72,11 @@ class PollPolicy:
     min_interval_s: float = 0.05
     max_interval_s: float = 10.0
     initial_interval_s: float = 1.0
-    fraction_of_job: float = 0.1  # poll every tenth of a typical job's duration
+    fraction_of_job: float = 0.05  # poll every twentieth of a typical job's duration
+    fraction_of_job_draining: float = 0.1  # ... and once nothing is left to send
+    # Before any job ended, every tenth of the oldest job's age; a job past its due time,
+    # every tenth of how long it is overdue.
+    fraction_of_age: float = 0.1
     direct_below: int = 3  # with fewer jobs than this in flight, ask about each directly
     stale_after_ticks: int = 8  # a job the list has not shown for this many ticks: ask directly
     stale_after_min_s: float = 10.0  # ... and for at least this long
@@ -89,12 +94,15 @@ class PollPolicy:
     # the run's pace is known. The liveness floor is one request per `max_interval_s`.
     budget_per_job: float = 0.18
     budget_per_wave: float = 6.0
+    budget_per_wave_draining: float = 12.0  # once nothing is left to send
     budget_min_duration_s: float = 0.2
     learning_requests: int = 20
-    # While tokens are short, an output waits up to this share of a typical job for its
-    # URL lookup, so one get-bulk serves several ticks (downloads are off the slots'
-    # critical path); with tokens to spare it goes at once.
-    url_wait_fraction: float = 0.25
+    # An output waits up to this share of a typical job for its URL lookup (or until a
+    # get-bulk is full), so one get-bulk serves a wave of jobs: downloads are off the
+    # slots' critical path, and the budget goes to ticks. Once nothing is left to send,
+    # the last outputs' downloads are the run's own wait: they wait less.
+    url_wait_fraction: float = 1.0
+    url_wait_fraction_draining: float = 0.25
     page_size: int = 100
     due_samples: int = 100  # recent durations (API clock) that say when a job is due
     due_min_samples: int = 8  # fewer known durations: no due times, only the cadence
@@ -152,6 +160,7 @@ class Poller:
         self._last_sweep: float | None = None
         self._changed = asyncio.Event()
         self._stopped = False
+        self._draining = False  # nothing is left to send (the pipeline says)
         self._typical_s: float | None = None
         self._durations: deque[float] = deque(maxlen=self._policy.due_samples)
         self._due_after: tuple[float, float] | None = None  # (early, due) quantiles of durations
@@ -165,6 +174,7 @@ class Poller:
         self._budget = PollBudget(
             per_job=self._policy.budget_per_job,
             per_wave=self._policy.budget_per_wave,
+            per_wave_draining=self._policy.budget_per_wave_draining,
             learning=self._policy.learning_requests,
             floor_s=self._policy.max_interval_s,
             min_duration_s=self._policy.budget_min_duration_s,
@@ -227,6 +237,14 @@ class Poller:
         """How many jobs are being watched."""
         return len(self._watches)
 
+    def draining(self) -> None:
+        """Nothing is left to send: the jobs in flight (and retries of them) are the last,
+        and the wait to see them and fetch their outputs is the run's own wait."""
+        self._draining = True
+        self._budget.draining()
+        self._urls.draining(self._policy.url_wait_fraction_draining)
+        self._changed.set()
+
     def stop(self) -> None:
         self._stopped = True
         self._changed.set()
@@ -240,8 +258,15 @@ class Poller:
             if self.stats.ticks == 0:
                 return policy.initial_interval_s
             oldest = min((w.started for w in self._watches.values()), default=self._clock())
-            wanted = (self._clock() - oldest) * policy.fraction_of_job
+            wanted = (self._clock() - oldest) * policy.fraction_of_age
             return min(policy.initial_interval_s, max(policy.min_interval_s, wanted))
+        if self._draining:
+            # The last jobs: only the very last one's wait is the run's, and nothing says
+            # which it is; a steady pace the drain's wave flow pays for, to the end.
+            return min(
+                policy.max_interval_s,
+                max(policy.min_interval_s, self._typical_s * policy.fraction_of_job_draining),
+            )
         wanted = self._typical_s * policy.fraction_of_job
         if self._rate > 0:
             # The pace the budget pays for: a tick's requests, shared by the jobs finished
@@ -330,7 +355,7 @@ class Poller:
                 overdue_s = min(overdue_s, late_by)
             else:
                 on_time.append(watch.started)
-        wait = max(cadence, self._policy.fraction_of_job * overdue_s)
+        wait = max(cadence, self._policy.fraction_of_age * overdue_s)
         if on_time:
             last = self._oldest_group_end(on_time, due_after - early, interval)
             wait = min(wait, max(cadence, last + due_after - now))
@@ -448,18 +473,17 @@ class Poller:
 
     def _tick_needs(self) -> float:
         """Tokens in hand for a tick's request: one more while outputs wait for a lookup,
-        so that lookups are never starved by ticks (the last jobs' lookups end the run)."""
-        return 2.0 if self._urls else 1.0
+        or once nothing is left to send (any tick may then see the last job, whose lookup
+        ends the run), so that lookups are never starved by ticks."""
+        return 2.0 if self._urls or self._draining else 1.0
 
     def _lookup_due(self, now: float) -> bool:
-        """A lookup goes when due (see batch/run/url_lookups.py), or at once with tokens to
-        spare: one for the lookup, two for the next tick (which keeps one for lookups)."""
+        """A lookup goes when due (see batch/run/url_lookups.py), never merely because
+        tokens are to spare: sent early it would cut no job slot's wait, only the budget
+        left for ticks."""
         if not self._urls:
             return False
-        in_flight = bool(self._watches)
-        return self._urls.due(now, self._typical_s, jobs_in_flight=in_flight) or (
-            self._budget.tokens() >= 3.0
-        )
+        return self._urls.due(now, self._typical_s, jobs_in_flight=bool(self._watches))
 
     def _send_lookup(self, lookups: asyncio.TaskGroup) -> None:
         self.stats.url_requests += self._urls.send(lookups)

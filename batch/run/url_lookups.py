@@ -1,10 +1,10 @@
 """Fresh output URLs for finished jobs, from get-bulk calls shared by several ticks.
 
 Downloads are off the job slots' critical path (a slot is handed back once its job is
-seen final), so a lookup need not go with every tick: while the poll budget is short it
-waits until it fills a get-bulk, until no job is left in flight, or until its oldest
-output has waited `wait_fraction` of a typical job; with tokens to spare it goes at once.
-The poller pays for each lookup before `send`.
+seen final), so a lookup need not go with every tick: it waits until it fills a
+get-bulk, until no job is left in flight, or until its oldest output has waited
+`wait_fraction` of a typical job (less once nothing is left to send: the last outputs'
+downloads are then the run's own wait). The poller pays for each lookup before `send`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ class UrlLookups:
         self._waiting: deque[_Waiting] = deque()
         self._outputs = 0
         self._since = 0.0  # when the oldest waiting output began to wait
+
+    def draining(self, wait_fraction: float) -> None:
+        """Nothing is left to send: outputs wait at most `wait_fraction` of a job."""
+        self._wait_fraction = min(self._wait_fraction, wait_fraction)
 
     def __bool__(self) -> bool:
         return bool(self._waiting)
