@@ -6,8 +6,8 @@
 
 Both: 20 % of job-list pages cut short (even empty, still carrying a next token), and each
 runs with job times uniform +-50 % and lognormal sigma 0.6, at C = 16, 64 and 256. A
-configuration is `rounds` rounds of C jobs of mean L (N = rounds x C), so every run lasts
-about rounds x L whatever C: the whole matrix fits a known time (`design_minutes`).
+configuration is `rounds` rounds of C jobs of mean L (N = rounds x C; a low C runs more
+rounds), so the whole matrix fits a known time (`design_minutes`).
 
 The yardstick is the **lossless floor** (`bench.measure.lossless_floor_s`): the run's own
 job durations, in the order sent, list-scheduled on C slots, each job paying one API
@@ -51,21 +51,35 @@ SPREADS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True, slots=True)
 class MatrixPlan:
-    rounds: int  # N = rounds x C
+    rounds: int  # N = rounds x C, unless `rounds_at` gives C its own
     latency_s: float  # L, the mean job time
     concurrencies: tuple[int, ...]
+    # (C, rounds): a run's fixed costs (its first wave's uploads and handshakes, its last
+    # job's sighting, the poller's learning and draining requests) are the same whatever
+    # N, so a low C runs more rounds for them to weigh about alike.
+    rounds_at: tuple[tuple[int, int], ...] = ()
+
+    def rounds_for(self, concurrency: int) -> int:
+        return dict(self.rounds_at).get(concurrency, self.rounds)
+
+    def describe(self) -> str:
+        jobs = ", ".join(f"{self.rounds_for(c) * c:,} at C={c}" for c in self.concurrencies)
+        return f"N = {jobs}; L = {self.latency_s} s mean"
 
 
 # 2 profiles x 2 spreads x 3 C x (pipeline, SDK) + the floor client at C=256: 28 runs of
-# about 5 x 3 s (more with the lognormal tail) plus set-up: about 16 minutes
-# (design_minutes), so `make bench` with the simulator alone and the scale checks stays
-# under 20.
-FULL_MATRIX = MatrixPlan(rounds=5, latency_s=3.0, concurrencies=(16, 64, 256))
+# 16-32 s (more with the lognormal tail) plus set-up: about 14 minutes (design_minutes),
+# so `make bench` with the simulator alone and the scale checks stays under 20. N is
+# 256, 640 and 2,048 jobs: a bulk run's steady state, not mostly its first and last wave
+# (at N = 5 x C, the first version, fixed costs took up to 0.3 requests per job at C=16).
+FULL_MATRIX = MatrixPlan(
+    rounds=8, latency_s=2.0, concurrencies=(16, 64, 256), rounds_at=((16, 16), (64, 10))
+)
 QUICK_MATRIX = MatrixPlan(rounds=3, latency_s=1.0, concurrencies=(64,))  # a check: 8 runs
 # Per run, beyond its jobs: processes, the workload's images and the simulator's start.
-SETUP_S = 8.0
-# A run's wall over rounds x L, about (measured): the lognormal tail's last jobs set it.
-STRETCH = {"uniform50": 1.3, "lognormal0.6": 2.1}
+SETUP_S = 2.0
+# A run's wall beyond rounds x L, in L (measured): the spread's last jobs set it.
+TAIL_L = {"uniform50": 0.5, "lognormal0.6": 3.5}
 
 
 def configs(plan: MatrixPlan, profiles: tuple[Profile, ...] = PROFILES) -> list[Config]:
@@ -77,7 +91,7 @@ def configs(plan: MatrixPlan, profiles: tuple[Profile, ...] = PROFILES) -> list[
                 found.append(
                     Config(
                         f"{profile.name}-{spread}-c{concurrency}",
-                        plan.rounds * concurrency,
+                        plan.rounds_for(concurrency) * concurrency,
                         plan.latency_s,
                         concurrency,
                         knobs=tuple({**profile.knobs(), **knobs}.items()),
@@ -88,10 +102,11 @@ def configs(plan: MatrixPlan, profiles: tuple[Profile, ...] = PROFILES) -> list[
 
 
 def design_minutes(plan: MatrixPlan, clients: list[str]) -> float:
-    """What the matrix should take: each run about rounds x L stretched by its spread's
-    tail (STRETCH), plus its set-up; the floor client runs at C=256 only."""
+    """What the matrix should take: each run about (rounds + its spread's tail) x L, plus
+    its set-up; the floor client runs at C=256 only."""
     seconds = sum(
-        STRETCH[config.name.split("-")[1]] * plan.rounds * plan.latency_s + SETUP_S
+        (plan.rounds_for(config.concurrency) + TAIL_L[config.name.split("-")[1]]) * plan.latency_s
+        + SETUP_S
         for config in configs(plan)
         for kind in clients
         if kind != "floor" or config.concurrency == 256

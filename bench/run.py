@@ -386,8 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "profiles" in only:
             minutes = profiles.design_minutes(plan.matrix, clients)
             print(
-                f"## Profiles (N = {plan.matrix.rounds} x C jobs, L = {plan.matrix.latency_s} s "
-                f"mean; designed to take {minutes:.0f} min)\n",
+                f"## Profiles ({plan.matrix.describe()}; designed to take {minutes:.0f} min)\n",
                 flush=True,
             )
             parts = set(args.configs.split(",")) if args.configs else None

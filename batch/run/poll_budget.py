@@ -7,8 +7,8 @@ or given up). And while jobs are in flight (or outputs wait for their URL lookup
 `per_wave` tokens flow per expected job duration, whatever the number of jobs: a run with
 few jobs in flight can still look a few times per job; once nothing is left to send,
 `per_wave_draining` (the last jobs' sightings and URLs are then the run's own wait). At
-concurrency C that is per_wave / C per job (the defaults: 0.2 + 5/16 = 0.51 requests per
-job at C=16, 0.28 at C=64, 0.22 at C=256). The expected duration counts as at least
+concurrency C that is per_wave / C per job (the defaults: 0.17 + 6/16 = 0.55 requests per
+job at C=16, 0.26 at C=64, 0.19 at C=256). The expected duration counts as at least
 `min_duration_s` here, so no answer of the API can make that flow faster than
 per_wave / min_duration_s.
 

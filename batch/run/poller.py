@@ -2,10 +2,12 @@
 
 Polling is not retrying: this is its own loop with its own pace. Each tick asks the job
 list for every custom job that succeeded since the last tick (newest first), so one
-request reports on many jobs; every couple of seconds a sweep asks for every job updated,
-whatever its status, which catches failures and cancellations. With only a few jobs in
-flight, or for a job the list has not mentioned for a while, it asks about that job
-directly. Fresh output URLs come from get-bulk calls shared by the jobs that finished.
+request reports on many jobs; every two jobs' durations (at least every couple of
+seconds) a sweep asks for every job updated, whatever its status, which catches failures
+and cancellations. With only a few jobs in flight, or for a job the list has not
+mentioned for a while, it asks about that job directly. Fresh output URLs come from
+get-bulk calls shared by the jobs that finished. Ticks are tasks: against a far API the
+next may start while earlier ones still wait for their answers.
 
 Every request is paid from the poll budget (batch/run/poll_budget.py), a stated number of
 requests per job that no answer of the API can break; the pace below is what the poller
@@ -78,9 +80,11 @@ class PollPolicy:
     # every tenth of how long it is overdue.
     fraction_of_age: float = 0.1
     direct_below: int = 3  # with fewer jobs than this in flight, ask about each directly
+    max_ticks_in_flight: int = 3  # a tick may start while earlier ones await their answers
     stale_after_ticks: int = 8  # a job the list has not shown for this many ticks: ask directly
     stale_after_min_s: float = 10.0  # ... and for at least this long
-    overlap_s: float = 2.0  # first read: this much before our own submit time (clock skew)
+    stale_per_tick: int = 2  # direct questions about such jobs, at most, each tick
+    overlap_s: float = 2.0  # a job sent earlier: read from this much before (clock skew)
     settle_s: float = 0.5  # later sweeps: this much before the newest update the API showed
     # Success-only reads look back less: each re-read job is bytes to fetch and parse. A
     # success the list shows later than this is found by the next sweep (which reads from
@@ -88,11 +92,12 @@ class PollPolicy:
     # or failing that by a direct GET once the job has gone unseen too long.
     success_settle_s: float = 0.1
     sweep_every_s: float = 2.0  # ticks between sweeps ask only for jobs that succeeded
+    sweep_fraction_of_job: float = 2.0  # ... and at least two typical jobs apart
     # The poll budget (batch/run/poll_budget.py): polling requests each job brings, plus
     # `budget_per_wave` per expected job duration while jobs are in flight (that
     # duration counted as at least `budget_min_duration_s`), and the free requests before
     # the run's pace is known. The liveness floor is one request per `max_interval_s`.
-    budget_per_job: float = 0.18
+    budget_per_job: float = 0.17
     budget_per_wave: float = 6.0
     budget_per_wave_draining: float = 12.0  # once nothing is left to send
     budget_min_duration_s: float = 0.2
@@ -127,6 +132,7 @@ class _Watch:
     started: float
     future: asyncio.Future[Finished]
     last_seen_tick: int = 0
+    last_seen_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -165,7 +171,8 @@ class Poller:
         self._durations: deque[float] = deque(maxlen=self._policy.due_samples)
         self._due_after: tuple[float, float] | None = None  # (early, due) quantiles of durations
         self._median_s: float | None = None  # the median of those durations
-        self._last_tick_s = 0.0
+        self._ticks_running = 0
+        self._tick_ended = asyncio.Event()
         # Jobs finished per second: the average of per-tick rates (it reads low when ticks
         # are uneven; the cadence was tuned with it).
         self._rate: float = 0.0
@@ -202,9 +209,15 @@ class Poller:
             started = self._clock() - max(0.0, age_s)
             existing = _Watch(job_id, parse_time(since), started, future)
             existing.last_seen_tick = self.stats.ticks
+            existing.last_seen_at = self._clock()
             self._watches[job_id] = existing
             self._budget.watch(job_id, started)
-            cursor = existing.since - dt.timedelta(seconds=self._policy.overlap_s)
+            # A job just created (its creation time is the API's own) is read from a
+            # moment before it; one sent earlier (its time may be our clock, or a lost
+            # answer's) from overlap_s before. Every watch may pull the cursors back, so a
+            # margin wider than needed would re-read seconds of jobs on every read.
+            margin = self._policy.overlap_s if age_s > 0 else self._policy.settle_s
+            cursor = existing.since - dt.timedelta(seconds=margin)
             if self._cursor is None or cursor < self._cursor:
                 self._cursor = cursor
             if self._sweep_cursor is None or cursor < self._sweep_cursor:
@@ -279,19 +292,23 @@ class Poller:
         """Poll until stopped. A 401 ends the run (raised as it is); other API errors are
         retried next tick."""
         try:
-            # URL lookups run beside the ticks: the next list read need not wait for them.
-            async with asyncio.TaskGroup() as lookups:
-                await self._poll_until_stopped(lookups)
+            # Ticks and URL lookups are tasks of their own: a read waiting on a far API
+            # (or a sweep of several pages) does not hold up the next one.
+            async with asyncio.TaskGroup() as requests:
+                await self._poll_until_stopped(requests)
         except BaseExceptionGroup as group:
-            # A lookup logs its errors (the downloads then ask for their own URLs), so
-            # what ends the group is the polling loop's own error: raised as it is.
+            # A lookup logs its errors (the downloads then ask for their own URLs), and a
+            # tick logs all but a 401, so what ends the group is that: raised as it is.
+            refused = [e for e in group.exceptions if isinstance(e, CredentialsError)]
+            if refused:
+                raise refused[0] from None  # several ticks may have met the same 401
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
         finally:
             self._urls.abandon()
 
-    async def _poll_until_stopped(self, lookups: asyncio.TaskGroup) -> None:
+    async def _poll_until_stopped(self, requests: asyncio.TaskGroup) -> None:
         while not self._stopped:
             if not self._watches and not self._urls:
                 self._next_tick_at = None
@@ -304,7 +321,7 @@ class Poller:
                 continue
             now = self._clock()
             if self._lookup_due(now) and self._budget.pay(first_of_tick=True):
-                self._send_lookup(lookups)
+                self._send_lookup(requests)
                 continue
             if self._watches and self._next_tick_at is None:
                 self._next_tick_at = now + self._wait_s()
@@ -319,26 +336,34 @@ class Poller:
                 continue
             if self._next_tick_at is None or now < self._next_tick_at:
                 continue  # a lookup was due: the loop sends it
+            if self._ticks_running >= self._policy.max_ticks_in_flight:
+                await self._sleep(self._policy.max_interval_s)
+                continue
+            # The cadence counts from a tick's start: the next one may go while this one
+            # still waits for its answer (a far API), up to max_ticks_in_flight at once.
             self._next_tick_at = None
-            started = self._clock()
-            try:
-                await self._tick()
-            except CredentialsError as exc:
-                self._fail_all(exc)
-                raise
-            except OutageError as exc:
-                # The API stayed down past the grace period: every waiter stops (resumable).
-                self._fail_all(exc)
-            except ApiError as exc:
-                log.warning("polling failed this tick, will try again: %s", exc)
-            finally:
-                self._last_tick_s = self._clock() - started
+            self._ticks_running += 1
+            requests.create_task(self._tick_task(), name="poller:tick")
+
+    async def _tick_task(self) -> None:
+        try:
+            await self._tick()
+        except CredentialsError as exc:
+            self._fail_all(exc)
+            raise
+        except OutageError as exc:
+            # The API stayed down past the grace period: every waiter stops (resumable).
+            self._fail_all(exc)
+        except ApiError as exc:
+            log.warning("polling failed this tick, will try again: %s", exc)
+        finally:
+            self._ticks_running -= 1
+            self._tick_ended.set()
 
     def _wait_s(self) -> float:
         """Until the next tick: the cadence, or longer while no job in flight is due."""
         interval = self.interval
-        # Ticks keep a steady cadence: the time a tick took counts against the next wait.
-        cadence = max(0.0, interval - self._last_tick_s)
+        cadence = interval  # from the last tick's start (ticks do not wait for each other)
         if self._due_after is None:
             return cadence
         early, due = self._due_after
@@ -390,14 +415,25 @@ class Poller:
 
     async def _sleep(self, seconds: float) -> None:
         self._changed.clear()
+        self._tick_ended.clear()
         with contextlib.suppress(TimeoutError):
-            # Wake early only to stop; new jobs wait for the next tick like everyone else.
+            # Wake early only to stop, or when a tick ends (what it saw may make a lookup
+            # due at once, or free a tick's turn); new jobs wait for the next tick like
+            # everyone else.
             async with asyncio.timeout(seconds):
-                await self._wait_stopped()
+                await self._wait_stopped_or_tick_ended()
 
-    async def _wait_stopped(self) -> None:
+    async def _wait_stopped_or_tick_ended(self) -> None:
         while not self._stopped:
-            await self._changed.wait()
+            changed = asyncio.ensure_future(self._changed.wait())
+            ended = asyncio.ensure_future(self._tick_ended.wait())
+            try:
+                await asyncio.wait((changed, ended), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+                ended.cancel()
+            if self._tick_ended.is_set():
+                return
             self._changed.clear()
 
     async def _tick(self) -> None:
@@ -427,25 +463,35 @@ class Poller:
                     break
                 seen[watch.job_id] = await self._get(watch.job_id)
         else:
-            patience = self._stale_after_ticks()
+            now = self._clock()
+            patience_s = self._stale_after_s()
             stale = sorted(
-                (w for w in self._watches.values() if tick - w.last_seen_tick >= patience),
-                key=lambda w: w.last_seen_tick,
+                (
+                    w
+                    for w in self._watches.values()
+                    if tick - w.last_seen_tick >= self._policy.stale_after_ticks
+                    and now - w.last_seen_at >= patience_s
+                ),
+                key=lambda w: w.last_seen_at,
             )
-            # Jobs the list has left unmentioned this long are asked about first: a list
-            # that never shows a job then cannot hold it (or the budget) forever.
-            for watch in stale:
+            # Jobs the list has left unmentioned this long are asked about first, a few a
+            # tick: a list that never shows a job then cannot hold it (or the budget)
+            # forever, and a crowd of them cannot starve the list read either.
+            for watch in stale[: self._policy.stale_per_tick]:
                 if not budget.pay(first_of_tick=not seen, rich=self._tick_needs()):
                     break
+                watch.last_seen_tick, watch.last_seen_at = tick, now  # not asked twice
                 seen[watch.job_id] = await self._get(watch.job_id)
             if budget.pay(first_of_tick=not seen, rich=self._tick_needs()):
                 sweep = self._sweep_due()
                 if sweep:
                     self._last_sweep = self._clock()
                 await self._read_list(seen, sweep=sweep)
+        now = self._clock()
         for job_id in seen:
-            if job_id in self._watches:
-                self._watches[job_id].last_seen_tick = tick
+            mentioned = self._watches.get(job_id)
+            if mentioned is not None:
+                mentioned.last_seen_tick, mentioned.last_seen_at = tick, now
         self._finish([job for job in seen.values() if job.is_final and job.job_id in self._watches])
 
     def _finish(self, finished: list[JobView]) -> None:
@@ -491,12 +537,16 @@ class Poller:
 
     def _sweep_due(self) -> bool:
         """Most ticks ask only for jobs that succeeded: on a busy run that is a third of
-        the jobs that changed, so a third of the pages. Every `sweep_every_s` (and on
-        every tick when ticks are that far apart) one read asks for every status, which
-        catches failed and canceled jobs and shows which running jobs are still moving."""
+        the jobs that changed, so a third of the pages. Every `sweep_every_s` or typical
+        job, whichever is longer (and on every tick when ticks are that far apart), one
+        read asks for every status, which catches failed and canceled jobs and shows which
+        running jobs are still moving. A sweep reads every job that changed since the
+        last: on a busy run, several pages, and the fewer sweeps per job the fewer."""
         if self._last_sweep is None:
             return True
-        return self._clock() - self._last_sweep >= max(self._policy.sweep_every_s, self.interval)
+        policy = self._policy
+        every = max(policy.sweep_every_s, policy.sweep_fraction_of_job * (self._typical_s or 0.0))
+        return self._clock() - self._last_sweep >= max(every, self.interval)
 
     async def _read_list(self, seen: dict[str, JobView], *, sweep: bool) -> None:
         newest: dt.datetime | None = None
@@ -549,13 +599,13 @@ class Poller:
             if sweep and (self._sweep_cursor is None or sweep_from > self._sweep_cursor):
                 self._sweep_cursor = sweep_from
 
-    def _stale_after_ticks(self) -> int:
-        """A job the list has not mentioned for this many ticks is asked about directly.
-        Jobs may rightly go unmentioned for most of their run (no status change), so the
-        patience covers twice a typical job's duration, and never less than 10 s."""
-        expected = 2 * (self._typical_s or 0.0)
-        seconds = max(expected, self._policy.stale_after_min_s)
-        return max(self._policy.stale_after_ticks, math.ceil(seconds / max(self.interval, 1e-3)))
+    def _stale_after_s(self) -> float:
+        """A job the list has not mentioned for this long (and for `stale_after_ticks`
+        ticks) is asked about directly. Jobs may rightly go unmentioned for most of their
+        run (no status change), so the patience covers twice a typical job's duration,
+        and never less than `stale_after_min_s`. In seconds, not ticks: the pace changes
+        (the drain's is slower), and a count of ticks would make every job stale at once."""
+        return max(2 * (self._typical_s or 0.0), self._policy.stale_after_min_s)
 
     def _learn(self, seconds: float, api_seconds: float | None) -> None:
         """`seconds`: from our watch to our sighting; `api_seconds`: the job's own run, by
