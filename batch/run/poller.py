@@ -172,7 +172,7 @@ class Poller:
         self._due_after: tuple[float, float] | None = None  # (early, due) quantiles of durations
         self._median_s: float | None = None  # the median of those durations
         self._ticks_running = 0
-        self._tick_ended = asyncio.Event()
+        self._wake = asyncio.Event()  # a tick ended, or the poller is to stop
         # Jobs finished per second: the average of per-tick rates (it reads low when ticks
         # are uneven; the cadence was tuned with it).
         self._rate: float = 0.0
@@ -256,11 +256,11 @@ class Poller:
         self._draining = True
         self._budget.draining()
         self._urls.draining(self._policy.url_wait_fraction_draining)
-        self._changed.set()
 
     def stop(self) -> None:
         self._stopped = True
         self._changed.set()
+        self._wake.set()
 
     @property
     def interval(self) -> float:
@@ -358,7 +358,7 @@ class Poller:
             log.warning("polling failed this tick, will try again: %s", exc)
         finally:
             self._ticks_running -= 1
-            self._tick_ended.set()
+            self._wake.set()
 
     def _wait_s(self) -> float:
         """Until the next tick: the cadence, or longer while no job in flight is due."""
@@ -414,27 +414,15 @@ class Poller:
         return last
 
     async def _sleep(self, seconds: float) -> None:
-        self._changed.clear()
-        self._tick_ended.clear()
+        if self._stopped:
+            return
+        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             # Wake early only to stop, or when a tick ends (what it saw may make a lookup
             # due at once, or free a tick's turn); new jobs wait for the next tick like
             # everyone else.
             async with asyncio.timeout(seconds):
-                await self._wait_stopped_or_tick_ended()
-
-    async def _wait_stopped_or_tick_ended(self) -> None:
-        while not self._stopped:
-            changed = asyncio.ensure_future(self._changed.wait())
-            ended = asyncio.ensure_future(self._tick_ended.wait())
-            try:
-                await asyncio.wait((changed, ended), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                changed.cancel()
-                ended.cancel()
-            if self._tick_ended.is_set():
-                return
-            self._changed.clear()
+                await self._wake.wait()
 
     async def _tick(self) -> None:
         before = self._requests_at_tick
