@@ -276,16 +276,15 @@ class Poller:
         if self._draining:
             # The last jobs: only the very last one's wait is the run's, and nothing says
             # which it is; a steady pace the drain's wave flow pays for, to the end.
-            return min(
-                policy.max_interval_s,
-                max(policy.min_interval_s, self._typical_s * policy.fraction_of_job_draining),
-            )
-        wanted = self._typical_s * policy.fraction_of_job
-        if self._rate > 0:
-            # The pace the budget pays for: a tick's requests, shared by the jobs finished
-            # meanwhile. Faster ticks would wait for tokens (the budget holds either way).
-            affordable = self._tick_requests / (self._budget.per_job_now * self._rate)
-            wanted = min(wanted, affordable)
+            wanted = self._typical_s * policy.fraction_of_job_draining
+        else:
+            wanted = self._typical_s * policy.fraction_of_job
+            if self._rate > 0:
+                # The pace the budget pays for: a tick's requests, shared by the jobs
+                # finished meanwhile. Faster ticks would wait for tokens (the budget holds
+                # either way).
+                affordable = self._tick_requests / (self._budget.per_job_now * self._rate)
+                wanted = min(wanted, affordable)
         return min(policy.max_interval_s, max(policy.min_interval_s, wanted))
 
     async def run(self) -> None:
