@@ -341,17 +341,23 @@ async def test_http_proxy_carries_plain_http(
     monkeypatch: pytest.MonkeyPatch,
     forward_proxy: ForwardProxy,
 ) -> None:
-    """HTTP_PROXY (the simulator over plain http): API calls go through the proxy (it logs
-    one line per connection: the generate calls among them)."""
+    """HTTP_PROXY (the simulator over plain http): API and CDN calls go through the proxy.
+
+    proxy.py logs one line per connection, naming its first request only (a kept-alive
+    connection's later requests are not logged), so the check is by origin, not by call."""
     sim = await simulator_factory()
     _env(monkeypatch, sim, HTTP_PROXY=forward_proxy.url)
     assert await _cli_run(_manifest(tmp_path), tmp_path / "out") == 0
-    generate = f"POST {_hostport(sim.base_url)}/v1/generate/"
+    wanted = {f" {_hostport(sim.base_url)}/v1/", f" {_hostport(sim.cdn_url)}/"}
+
+    def seen() -> set[str]:
+        return {origin for origin in wanted for line in _log_lines(forward_proxy) if origin in line}
+
     for _ in range(100):
-        if any(generate in line for line in _log_lines(forward_proxy)):
+        if seen() == wanted:
             break
         await asyncio.sleep(0.05)
-    assert any(generate in line for line in _log_lines(forward_proxy))
+    assert seen() == wanted
 
 
 def _log_lines(proxy: ForwardProxy) -> list[str]:
