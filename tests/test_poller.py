@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from batch.api.client import JobView, ScenarioClient
 from batch.errors import CredentialsError
 from batch.run.poller import Finished, Poller, PollPolicy, format_time
+from batch.run.url_lookups import UrlLookups
 from batch.simulator import MODEL_ID, Simulator
 from tests.conftest import SimulatorFactory
 from tests.pipeline_helpers import settings_for
@@ -520,6 +521,37 @@ async def test_a_slow_url_lookup_does_not_hold_up_the_next_tick() -> None:
             }
         poller.stop()
         await running
+
+
+async def test_the_first_url_lookup_goes_at_once_and_later_ones_gather_a_wave() -> None:
+    """The run's first outputs are looked up as soon as they are seen (their downloads prove
+    the way to disk before another wave is bought); later ones wait up to `wait_fraction`
+    of a typical job, so one get-bulk serves the outputs of several ticks."""
+    now = [100.0]
+    client = _SlowUrls()
+    lookups = UrlLookups(
+        client,  # type: ignore[arg-type]
+        wait_fraction=1.0,
+        max_wait_s=10.0,
+        clock=lambda: now[0],
+    )
+
+    def success(n: int) -> JobView:
+        stamp = "2026-11-25T00:00:00.000Z"
+        return JobView(f"job_{n}", "success", 1.0, stamp, stamp, (f"asset_{n}",))
+
+    lookups.add(success(0))
+    assert lookups.due(now[0], 2.0, jobs_in_flight=True)
+    async with asyncio.TaskGroup() as group:
+        assert lookups.send(group) == 1
+        now[0] += 0.5
+        lookups.add(success(1))
+        assert not lookups.due(now[0], 2.0, jobs_in_flight=True)
+        assert lookups.due_at(2.0) == pytest.approx(102.5)
+        now[0] += 2.0
+        assert lookups.due(now[0], 2.0, jobs_in_flight=True)
+        client.release.set()  # the first lookup's answer
+    assert client.lookups == 1
 
 
 class _Refused:

@@ -16,6 +16,7 @@ import datetime as dt
 import gc
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -162,7 +163,13 @@ class Run:
         self._submitted_writes: dict[str, asyncio.Future[None]] = {}  # item id -> durable
         # A job slot covers the job only (bench/RESULTS.md): references are uploaded ahead
         # of it, and the slot is handed back once the job is final, before the download.
-        self._finishing = asyncio.Semaphore(options.concurrency)  # items past their job
+        # Items past their job: the completions of `url_wait_fraction` typical jobs (each
+        # about `concurrency`) wait for their URL lookup, `download_parallel` download. The
+        # bound is backpressure for a CDN that stalls (no more jobs than outputs can land),
+        # never the pace: at `concurrency` alone it held slots back while a wave's outputs
+        # waited for their lookup.
+        waiting = math.ceil((options.poll.url_wait_fraction + 1.0) * options.concurrency)
+        self._finishing = asyncio.Semaphore(waiting + options.download_parallel)
         self._slot_returned: set[str] = set()
         self._prefetching = asyncio.Semaphore(max(1, min(options.concurrency, 64)))
         self._prefetches: set[asyncio.Task[None]] = set()
@@ -356,7 +363,7 @@ class Run:
 
     async def _return_slot(self, item: Item) -> None:
         """The job is done: its slot may start another job while this item downloads."""
-        await self._finishing.acquire()  # at most `concurrency` items downloading
+        await self._finishing.acquire()  # backpressure: see `_finishing`
         self._slot_returned.add(item.id)
         await self.slots.release()
 

@@ -7,10 +7,10 @@ or given up). And while jobs are in flight (or outputs wait for their URL lookup
 `per_wave` tokens flow per expected job duration, whatever the number of jobs: a run with
 few jobs in flight can still look a few times per job; once nothing is left to send,
 `per_wave_draining` (the last jobs' sightings and URLs are then the run's own wait). At
-concurrency C that is per_wave / C per job (the defaults: 0.17 + 6/16 = 0.55 requests per
-job at C=16, 0.26 at C=64, 0.19 at C=256). The expected duration counts as at least
-`min_duration_s` here, so no answer of the API can make that flow faster than
-per_wave / min_duration_s.
+concurrency C that is per_wave / C per job, E being the mean duration (the defaults:
+0.17 + 5/16 = 0.48 requests per job at C=16, 0.25 at C=64, 0.19 at C=256). The expected
+duration counts as at least `min_duration_s` here, so no answer of the API can make that
+flow faster than per_wave / min_duration_s.
 
 A request is made only with a whole token in hand; tokens beyond one wave's worth are
 forfeited, so a quiet spell does not buy a burst later. Two allowances keep the poller

@@ -75,7 +75,8 @@ class PollPolicy:
     max_interval_s: float = 10.0
     initial_interval_s: float = 1.0
     fraction_of_job: float = 0.05  # poll every twentieth of a typical job's duration
-    fraction_of_job_draining: float = 0.1  # ... and once nothing is left to send
+    fraction_of_job_draining: float = 0.1  # ... and once nothing is left to send,
+    fraction_of_run_draining: float = 0.01  # or a hundredth of the run so far, if longer
     # Before any job ended, every tenth of the oldest job's age; a job past its due time,
     # every tenth of how long it is overdue.
     fraction_of_age: float = 0.1
@@ -98,7 +99,7 @@ class PollPolicy:
     # duration counted as at least `budget_min_duration_s`), and the free requests before
     # the run's pace is known. The liveness floor is one request per `max_interval_s`.
     budget_per_job: float = 0.17
-    budget_per_wave: float = 6.0
+    budget_per_wave: float = 5.0
     budget_per_wave_draining: float = 12.0  # once nothing is left to send
     budget_min_duration_s: float = 0.2
     learning_requests: int = 20
@@ -170,7 +171,8 @@ class Poller:
         self._typical_s: float | None = None
         self._durations: deque[float] = deque(maxlen=self._policy.due_samples)
         self._due_after: tuple[float, float] | None = None  # (early, due) quantiles of durations
-        self._median_s: float | None = None  # the median of those durations
+        self._expected_s: float | None = None  # their mean, the slowest beyond `due` left out
+        self._began = clock()  # the run's start, near enough: the drain's pace scales with it
         self._ticks_running = 0
         self._wake = asyncio.Event()  # a tick ended, or the poller is to stop
         # Jobs finished per second: the average of per-tick rates (it reads low when ticks
@@ -275,8 +277,13 @@ class Poller:
             return min(policy.initial_interval_s, max(policy.min_interval_s, wanted))
         if self._draining:
             # The last jobs: only the very last one's wait is the run's, and nothing says
-            # which it is; a steady pace the drain's wave flow pays for, to the end.
-            wanted = self._typical_s * policy.fraction_of_job_draining
+            # which it is; a steady pace the drain's wave flow pays for, to the end. That
+            # wait counts against the whole run, so a long run's drain looks less often (a
+            # long tail of slow jobs would otherwise cost as many reads as the run's waves).
+            wanted = max(
+                self._typical_s * policy.fraction_of_job_draining,
+                (self._clock() - self._began) * policy.fraction_of_run_draining,
+            )
         else:
             wanted = self._typical_s * policy.fraction_of_job
             if self._rate > 0:
@@ -498,7 +505,7 @@ class Poller:
             # By the API's clock where known: our sightings include the wait for a tick,
             # which a tight budget lengthens (and a longer expected duration would then
             # slow the budget's flow in turn).
-            self._budget.expected_s = self._median_s or self._typical_s
+            self._budget.expected_s = self._expected_s or self._typical_s
 
     async def _get(self, job_id: str) -> JobView:
         self.stats.direct_requests += 1
@@ -615,7 +622,11 @@ class Poller:
         early = ordered[min(last, int(len(ordered) * policy.early_quantile))]
         due = ordered[min(last, int(len(ordered) * policy.due_quantile))]
         self._due_after = (early, due)
-        self._median_s = ordered[len(ordered) // 2]
+        # The expected duration is the mean (C jobs in flight finish C per mean duration, so
+        # the budget's wave flow costs per_wave / C per job whatever the spread); a job past
+        # the due quantile is an outlier (stalled, queued upstream) and would skew it.
+        kept = ordered[: min(len(ordered), int(len(ordered) * policy.due_quantile) + 1)]
+        self._expected_s = sum(kept) / len(kept)
 
     def _fail_all(self, error: BaseException) -> None:
         self.error = error

@@ -4,7 +4,9 @@ Downloads are off the job slots' critical path (a slot is handed back once its j
 seen final), so a lookup need not go with every tick: it waits until it fills a
 get-bulk, until no job is left in flight, or until its oldest output has waited
 `wait_fraction` of a typical job (less once nothing is left to send: the last outputs'
-downloads are then the run's own wait). The poller pays for each lookup before `send`.
+downloads are then the run's own wait). The run's first lookup goes at once: its
+downloads prove the way to disk (a full disk, a CDN the network refuses) before another
+wave of jobs is bought. The poller pays for each lookup before `send`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class UrlLookups:
         self._waiting: deque[_Waiting] = deque()
         self._outputs = 0
         self._since = 0.0  # when the oldest waiting output began to wait
+        self._sent = False  # a lookup was sent (the first goes at once)
 
     def draining(self, wait_fraction: float) -> None:
         """Nothing is left to send: outputs wait at most `wait_fraction` of a job."""
@@ -60,6 +63,8 @@ class UrlLookups:
 
     def due_at(self, typical_s: float | None) -> float:
         """When the oldest waiting output has waited long enough."""
+        if not self._sent:
+            return self._since
         wait = min(self._max_wait_s, self._wait_fraction * (typical_s or 0.0))
         return self._since + wait
 
@@ -67,7 +72,12 @@ class UrlLookups:
         """Whether a lookup should go now, tokens to spare aside (the poller's call)."""
         if not self._waiting:
             return False
-        return self._outputs >= BULK_LIMIT or not jobs_in_flight or now >= self.due_at(typical_s)
+        return (
+            not self._sent
+            or self._outputs >= BULK_LIMIT
+            or not jobs_in_flight
+            or now >= self.due_at(typical_s)
+        )
 
     def send(self, group: asyncio.TaskGroup) -> int:
         """One get-bulk for the outputs waiting longest, in a task of `group`; the requests
@@ -83,6 +93,7 @@ class UrlLookups:
             outputs += len(job.asset_ids)
         self._outputs -= outputs
         self._since = self._clock()
+        self._sent = True
         group.create_task(self._fetch(batch), name="poller:urls")
         return -(-outputs // BULK_LIMIT)
 
