@@ -260,8 +260,8 @@ async def test_https_proxy_carries_api_and_cdn_traffic(
     forward_proxy: ForwardProxy,
 ) -> None:
     """HTTPS_PROXY: the proxy opens the tunnels to the API and the CDN (a locked-down network
-    allows nothing else); a few tunnels carry every request (connections are reused); the
-    API's credentials never reach the CDN."""
+    allows nothing else); tunnels are reused (each carries several requests); the API's
+    credentials never reach the CDN."""
     sim = await simulator_factory()
     _env(monkeypatch, sim, HTTPS_PROXY=forward_proxy.url)
     out = tmp_path / "out"
@@ -272,8 +272,11 @@ async def test_https_proxy_carries_api_and_cdn_traffic(
     tunnels = (await _tunnels_seen(forward_proxy, {api, cdn}))[before:]
     assert api in tunnels and cdn in tunnels
     assert set(tunnels) == {api, cdn}
-    requests = len(sim.request_log)
-    assert len(tunnels) < requests / 3, f"{len(tunnels)} tunnels for {requests} requests"
+    # Connections are reused: the API's many calls ride a few tunnels; downloads come in
+    # bursts (a get-bulk's worth at once), so the CDN's tunnels follow the bursts' size.
+    api_requests = len(sim.records(origin="api"))
+    assert tunnels.count(api) < api_requests / 3, (tunnels.count(api), api_requests)
+    assert len(tunnels) < len(sim.request_log) / 2, (len(tunnels), len(sim.request_log))
     assert not [r for r in sim.records(origin="cdn") if r.auth_sent]
 
 

@@ -104,10 +104,11 @@ class PollPolicy:
     budget_min_duration_s: float = 0.2
     learning_requests: int = 20
     # An output waits up to this share of a typical job for its URL lookup (or until a
-    # get-bulk is full), so one get-bulk serves a wave of jobs: downloads are off the
-    # slots' critical path, and the budget goes to ticks. Once nothing is left to send,
-    # the last outputs' downloads are the run's own wait: they wait less.
-    url_wait_fraction: float = 1.0
+    # get-bulk is full), so one get-bulk serves two waves of jobs: downloads are off the
+    # slots' critical path, and the budget goes to ticks (at C=16 that cut detection by a
+    # sixth for the same requests). Once nothing is left to send, the last outputs'
+    # downloads are the run's own wait: they wait less.
+    url_wait_fraction: float = 2.0
     url_wait_fraction_draining: float = 0.25
     page_size: int = 100
     due_samples: int = 100  # recent durations (API clock) that say when a job is due
