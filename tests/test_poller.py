@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import math
 import random
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -227,6 +228,67 @@ async def test_a_tick_waits_for_due_jobs_but_not_past_the_early_finishers() -> N
         assert poller._wait_s() == pytest.approx(busy)  # due now: the cadence
         now[0] = 1000.0
         waiting.cancel()
+
+
+async def test_a_wave_wider_than_the_duration_window_is_learned_whole() -> None:
+    """A first wave of 300 jobs ends in order of duration (1 s to 3 s): the durations that
+    say when the next wave is due are the whole wave's, not its slowest 100 (whose 5th
+    percentile, 2.2 s, kept ticks away while the next wave's short jobs ended)."""
+    now = [1000.0]
+    poller = Poller(_SilentList(), PollPolicy(), clock=lambda: now[0])  # type: ignore[arg-type]
+    waits = [
+        asyncio.ensure_future(poller.wait_for(f"job_{n}", "2026-11-25T00:00:00.000Z"))
+        for n in range(300)
+    ]
+    await asyncio.sleep(0)
+    for n in range(300):  # as they end: the shortest first
+        duration = 1.0 + 2.0 * n / 299
+        poller._learn(duration, duration)
+    poller._update_due_after()
+    assert poller._due_after is not None
+    early, due = poller._due_after
+    assert early == pytest.approx(1.1, abs=0.02)
+    assert due == pytest.approx(2.94, abs=0.02)
+    for waiting in waits:
+        waiting.cancel()
+
+
+class _FarList:
+    """A job list 50 ms away that never shows the job finished."""
+
+    def __init__(self) -> None:
+        self.reads: list[float] = []
+        self.third_read = asyncio.Event()
+
+    async def list_job_page(self, **_: Any) -> tuple[list[dict[str, Any]], str | None]:
+        self.reads.append(time.monotonic())
+        if len(self.reads) == 3:
+            self.third_read.set()
+        await asyncio.sleep(0.05)
+        return [], None
+
+    async def asset_urls(self, asset_ids: Sequence[str]) -> dict[str, str]:
+        return {}
+
+
+async def test_the_second_tick_follows_the_jobs_age_not_the_initial_interval() -> None:
+    """Before any job ended, the first tick comes after `initial_interval_s`, the next
+    ones after a tenth of the oldest job's age: also when the first tick is still waiting
+    for its answer as the next one is planned (a far API)."""
+    client = _FarList()
+    policy = PollPolicy(initial_interval_s=0.3, min_interval_s=0.01, direct_below=1)
+    poller = Poller(client, policy)  # type: ignore[arg-type]
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(poller.run())
+        waiting = group.create_task(poller.wait_for("job_0", "2026-11-25T00:00:00.000Z"))
+        async with asyncio.timeout(5):
+            await client.third_read.wait()
+        gaps = [b - a for a, b in zip(client.reads, client.reads[1:], strict=False)]
+        # A tenth of the oldest job's age (0.3 s, then a little more): ~0.03-0.04 s.
+        assert max(gaps) < 0.15, gaps
+        waiting.cancel()
+        poller.stop()
+        await running
 
 
 async def test_due_times_follow_the_oldest_job_and_the_api_clock() -> None:
@@ -552,6 +614,34 @@ async def test_the_first_url_lookup_goes_at_once_and_later_ones_gather_a_wave() 
         assert lookups.due(now[0], 2.0, jobs_in_flight=True)
         client.release.set()  # the first lookup's answer
     assert client.lookups == 1
+
+
+class _HangingList:
+    """A job list whose reads never answer (a call retrying through a long outage)."""
+
+    def __init__(self) -> None:
+        self.reading = asyncio.Event()
+
+    async def list_job_page(self, **_: Any) -> tuple[list[dict[str, Any]], str | None]:
+        self.reading.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_stop_cancels_the_reads_in_flight() -> None:
+    """Once stopped, the poller returns at once: nobody waits for a read any more, and one
+    retrying through an outage could otherwise hold the run's end for its whole budget."""
+    client = _HangingList()
+    poller = Poller(client, PollPolicy(initial_interval_s=0.01, direct_below=1))  # type: ignore[arg-type]
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(poller.run())
+        waiting = group.create_task(poller.wait_for("job_0", "2026-11-25T00:00:00.000Z"))
+        async with asyncio.timeout(5):
+            await client.reading.wait()
+        waiting.cancel()
+        poller.stop()
+        async with asyncio.timeout(1):
+            await running
 
 
 class _Refused:

@@ -75,6 +75,11 @@ class PollBudget:
         self.stats = BudgetStats()
 
     @property
+    def most_in_flight(self) -> int:
+        """The most jobs watched at once so far this run."""
+        return self._most_in_flight
+
+    @property
     def per_job_now(self) -> float:
         """What one more finished job brings at this run's concurrency, both sources."""
         return self._per_job + self._per_wave / max(1, self._most_in_flight)

@@ -41,6 +41,7 @@ class UrlLookups:
         self._outputs = 0
         self._since = 0.0  # when the oldest waiting output began to wait
         self._sent = False  # a lookup was sent (the first goes at once)
+        self._fetches: set[asyncio.Task[None]] = set()
 
     def draining(self, wait_fraction: float) -> None:
         """Nothing is left to send: outputs wait at most `wait_fraction` of a job."""
@@ -94,8 +95,16 @@ class UrlLookups:
         self._outputs -= outputs
         self._since = self._clock()
         self._sent = True
-        group.create_task(self._fetch(batch), name="poller:urls")
+        fetch = group.create_task(self._fetch(batch), name="poller:urls")
+        self._fetches.add(fetch)
+        fetch.add_done_callback(self._fetches.discard)
         return -(-outputs // BULK_LIMIT)
+
+    def cancel_in_flight(self) -> None:
+        """The poller stops: lookups still in flight are cancelled (their outputs get no
+        URLs, see `_fetch`)."""
+        for fetch in self._fetches:
+            fetch.cancel()
 
     def abandon(self) -> None:
         """The poller stops: the outputs still waiting get no URLs (their downloads ask
