@@ -16,9 +16,9 @@ the most latency: a tick's first page always; a page beyond it when the first wa
 (more of the same follows), but after a page the API cut short (a next token on a short
 or empty page) only with tokens to spare, else the rest waits for the next tick's read
 from the same cursor; a URL lookup when it fills a get-bulk, when no job is left in
-flight, or once its oldest output has waited a typical job (downloads are off the job
-slots' critical path; a quarter of one once nothing is left to send), and a tick keeps
-one token back while outputs wait, so lookups are never starved.
+flight, or once its oldest output has waited two typical jobs (downloads are off the job
+slots' critical path; a quarter of one once nothing is left to send; the run's first at
+once), and a tick keeps one token back while outputs wait, so lookups are never starved.
 
 The pace adapts to how long jobs take: at most every twentieth of the typical job
 duration, and as often as the budget pays for (a tick's requests shared by the jobs
@@ -26,11 +26,13 @@ finished meanwhile), down to `min_interval_s`: a busy run loses less time per jo
 same cost per job. Before any job has finished, after a first tick at
 `initial_interval_s`, a tenth of the oldest job's age stands in for it (a job that has
 run for a seconds takes at least a seconds). Once nothing is left to send (the pipeline
-says so), only the last job's wait is the run's: a steady tenth of a job, paid by the
-budget's larger flow while draining, so the last sighting never waits for tokens.
+says so), only the last job's wait is the run's: a steady tenth of a job (or a
+hundredth of the run so far, if longer), paid by the budget's larger flow while draining,
+so the last sighting never waits for tokens.
 
 Ticks that could find nothing are skipped. From the durations the API reports for recent
-jobs the poller knows when a job is *due*: started + the 97th percentile, or one interval
+jobs (at least twice as many as are in flight: a wave ends in order of duration) the
+poller knows when a job is *due*: started + the 97th percentile, or one interval
 after the 5th percentile if that is sooner (when durations vary widely, waiting for the
 97th would keep early finishers waiting). While no job in flight is due it sleeps until
 the first one is, then keeps the cadence. When few jobs finish per second, jobs sent

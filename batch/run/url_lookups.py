@@ -73,12 +73,7 @@ class UrlLookups:
         """Whether a lookup should go now, tokens to spare aside (the poller's call)."""
         if not self._waiting:
             return False
-        return (
-            not self._sent
-            or self._outputs >= BULK_LIMIT
-            or not jobs_in_flight
-            or now >= self.due_at(typical_s)
-        )
+        return self._outputs >= BULK_LIMIT or not jobs_in_flight or now >= self.due_at(typical_s)
 
     def send(self, group: asyncio.TaskGroup) -> int:
         """One get-bulk for the outputs waiting longest, in a task of `group`; the requests
