@@ -163,3 +163,21 @@ async def test_an_account_without_recent_jobs_costs_no_per_item_matching(
     sim = await simulator_factory()
     summary = await run(sim, _manifest(tmp_path), tmp_path / "out")
     assert summary.exit_code == 0 and summary.submitted == ITEMS
+
+
+async def test_the_first_uploads_go_while_adoption_reads_the_job_list(
+    simulator_factory: SimulatorFactory, tmp_path: Path
+) -> None:
+    """A fresh directory: adoption reads the account's job list first (a round trip), and
+    the first wave's references upload meanwhile; no generate call goes before adoption's
+    answer (nothing is bought before the account's jobs are known)."""
+    rtt = 0.4
+    sim = await simulator_factory(api_rtt_s=rtt)
+    summary = await run(sim, _manifest(tmp_path), tmp_path / "out", concurrency=ITEMS)
+    assert summary.succeeded == ITEMS
+    api = sim.records(origin="api")  # each taking effect half a round trip after it was sent
+    adoption = min(r.time for r in api if r.method == "GET" and r.path == "/v1/jobs")
+    uploads = [r.time for r in api if r.method == "POST" and r.path == "/v1/assets"]
+    generates = [r.time for r in api if r.is_generate]
+    assert min(uploads) < adoption + rtt / 2  # sent before adoption's answer came back
+    assert min(generates) >= adoption + rtt * 0.9  # sent after it

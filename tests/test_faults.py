@@ -186,7 +186,9 @@ async def test_refused_credentials_stop_the_run_with_exit_2(
     assert not sim.generate_calls() and not sim.jobs
     calls = api_records(sim)
     assert calls and {r.status for r in calls} == {401}
-    assert len(calls) <= 4, "one refused call per reference image at most: nothing is retried"
+    # Adoption's job-list read and the first wave's uploads go together (a fresh directory),
+    # so each may be refused once; nothing is retried.
+    assert len(calls) <= 1 + 4, "adoption's read and one call per reference image at most"
 
 
 async def test_short_outage_pauses_and_completes(

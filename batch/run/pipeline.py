@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import gc
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,8 +144,10 @@ class Run:
         writer: LedgerWriter,
         progress: Progress,
         stamps: Mapping[str, FileStamp | None] | None = None,
+        adopt: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.manifest = manifest
+        self._adopt_lost = adopt  # the adoption of lost jobs this run does first (execute)
         self.client = client
         self.session = session
         self.options = options
@@ -196,12 +199,14 @@ class Run:
         self.summary.total = len(items)
         # A sample leaves the rest of the manifest for later: only what left it is "removed".
         self.summary.removed = sorted(set(self.state.items) - {i.id for i in in_scope})
-        todo = list(self._plan(items))
-        planned = _PlannedRecords([item for item, record in todo if record is None])
-        await self._record_missing_inputs(items)
-        self.progress.start(total=len(items), done=self.summary.skipped)
         try:
             async with asyncio.TaskGroup() as group:
+                if self._adopt_lost is not None:
+                    await self._adopt_while_uploading(group, items)
+                todo = list(self._plan(items))
+                planned = _PlannedRecords([item for item, record in todo if record is None])
+                await self._record_missing_inputs(items)
+                self.progress.start(total=len(items), done=self.summary.skipped)
                 group.create_task(self._record_planned(planned), name="planned")
                 poll_task = group.create_task(self.poller.run(), name="poller")
                 await self._start_items(group, todo, planned)
@@ -223,6 +228,28 @@ class Run:
             await asyncio.to_thread(self.settlers.shutdown)
         self.summary.stopped = self.summary.stopped or self._stop_submitting
         return self.summary
+
+    async def _adopt_while_uploading(self, group: asyncio.TaskGroup, items: list[Item]) -> None:
+        """Adopt lost jobs (batch.run.adoption) before anything is planned or bought. It
+        reads the account's job list for its window, a round trip per page; the first
+        wave's references upload meanwhile (an upload spends nothing, and one for an item
+        that turns out adopted is merely unused), so the first submits follow adoption at
+        once instead of a round trip or more later."""
+        assert self._adopt_lost is not None
+        for item in items[: self.slots.limit]:
+            upload = group.create_task(self._upload_ahead(item), name=f"refs:{item.id}")
+            self._prefetches.add(upload)
+            upload.add_done_callback(self._prefetches.discard)
+        await self._adopt_lost()
+        # Adopted jobs are the items' own now: never another item's to claim, and paid.
+        for record in _every_record(self.state):
+            self._claimed.update(record.job_ids)
+        self._spent = self.state.total_spent()
+
+    async def _upload_ahead(self, item: Item) -> None:
+        """Errors are left for the item's own task, which asks again and handles them."""
+        with contextlib.suppress(Exception):
+            await self.references.asset_ids(item)
 
     def _plan(self, items: list[Item]) -> Iterator[tuple[Item, ItemRecord | None]]:
         """Skip what is done; everything else goes in manifest order."""
@@ -358,8 +385,7 @@ class Run:
         if typical:
             await asyncio.sleep(min(PREFETCH_DELAY_SHARE * typical, PREFETCH_DELAY_MAX_S))
         async with self._prefetching:
-            with contextlib.suppress(Exception):
-                await self.references.asset_ids(item)
+            await self._upload_ahead(item)
 
     async def _return_slot(self, item: Item) -> None:
         """The job is done: its slot may start another job while this item downloads."""
@@ -795,9 +821,17 @@ async def run_manifest(
             with _long_lived_heap():
                 async with _session(settings, options) as session:
                     client = ScenarioClient(session, settings)
+                    adopt = None
                     if options.adopt_window_s and not (state.items or state.superseded):
-                        await adopt_lost_jobs(
-                            client, session, items, state, writer, options.adopt_window_s, stamps
+                        adopt = functools.partial(
+                            adopt_lost_jobs,
+                            client,
+                            session,
+                            items,
+                            state,
+                            writer,
+                            options.adopt_window_s,
+                            stamps,
                         )
                     run = Run(
                         manifest,
@@ -808,6 +842,7 @@ async def run_manifest(
                         writer,
                         progress or SilentProgress(),
                         stamps,
+                        adopt,
                     )
                     try:
                         summary = await run.execute()
