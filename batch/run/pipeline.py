@@ -19,7 +19,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,9 +177,7 @@ class Run:
         self._prefetching = asyncio.Semaphore(max(1, min(options.concurrency, 64)))
         self._prefetches: set[asyncio.Task[None]] = set()
         self.summary = RunSummary()
-        self._claimed: set[str] = {
-            job_id for record in _every_record(state) for job_id in record.job_ids
-        }
+        self._claimed = _claimed_job_ids(state)
         self._spent = state.total_spent()
         self._reserved = 0.0  # priced but not yet confirmed by a submit answer
         self._budget = manifest.max_cost if options.max_cost is None else options.max_cost
@@ -237,14 +235,19 @@ class Run:
         once instead of a round trip or more later."""
         assert self._adopt_lost is not None
         for item in items[: self.slots.limit]:
-            upload = group.create_task(self._upload_ahead(item), name=f"refs:{item.id}")
-            self._prefetches.add(upload)
-            upload.add_done_callback(self._prefetches.discard)
+            self._upload_in(group, self._upload_ahead(item), item)
         await self._adopt_lost()
         # Adopted jobs are the items' own now: never another item's to claim, and paid.
-        for record in _every_record(self.state):
-            self._claimed.update(record.job_ids)
+        self._claimed = _claimed_job_ids(self.state)
         self._spent = self.state.total_spent()
+
+    def _upload_in(
+        self, group: asyncio.TaskGroup, upload: Coroutine[Any, Any, None], item: Item
+    ) -> None:
+        """An upload ahead of its item, in `group`: cancelled once every item is done."""
+        task = group.create_task(upload, name=f"refs:{item.id}")
+        self._prefetches.add(task)
+        task.add_done_callback(self._prefetches.discard)
 
     async def _upload_ahead(self, item: Item) -> None:
         """Errors are left for the item's own task, which asks again and handles them."""
@@ -286,9 +289,7 @@ class Run:
             while ahead < min(len(todo), index + self.slots.limit + 1):
                 nxt, nxt_record = todo[ahead]
                 if nxt_record is None or nxt_record.state in ("planned", "failed"):
-                    prefetch = group.create_task(self._prefetch(nxt), name=f"refs:{nxt.id}")
-                    self._prefetches.add(prefetch)
-                    prefetch.add_done_callback(self._prefetches.discard)
+                    self._upload_in(group, self._prefetch(nxt), nxt)
                 ahead += 1
             await self.slots.acquire()  # before the task exists: bounded live tasks
             self._active += 1
@@ -760,6 +761,11 @@ def _every_record(state: LedgerState) -> Iterator[ItemRecord]:
     yield from state.items.values()
     for older in state.superseded.values():
         yield from older
+
+
+def _claimed_job_ids(state: LedgerState) -> set[str]:
+    """Every job the ledger gives to an item (the reconciler never hands them out)."""
+    return {job_id for record in _every_record(state) for job_id in record.job_ids}
 
 
 def _in_scope(manifest: Manifest, options: RunOptions) -> list[Item]:
