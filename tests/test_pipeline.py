@@ -361,12 +361,13 @@ async def test_a_job_found_after_a_lost_answer_is_watched_from_its_call(
     assert all(age == 0 for job_id, age in watched.ages.items() if job_id not in dropped)
 
 
-async def test_prefetch_waits_out_the_wave_that_started_it(
+async def test_prefetches_keep_out_of_the_waves_way(
     simulator_factory: SimulatorFactory, tmp_path: Path
 ) -> None:
-    """References are uploaded ahead of their slot, but not in the burst of the wave that
-    freed the slots: once a job duration is known, a prefetch waits a share of one first
-    (0.3 x ~0.5 s here). Every reference is still uploaded once, ahead of its item."""
+    """References are uploaded ahead of their slot, but not beside the first wave's submits
+    (they would compete for both ends' CPU), nor in the burst of a wave that freed the
+    slots: once a job duration is known, a prefetch waits a share of one first (0.3 x
+    ~0.5 s here). Every reference is still uploaded once, ahead of its item."""
     sim = await simulator_factory(seed=5, job_latency_s=0.5, job_latency_jitter=0.0)
     manifest = _one_image_each(tmp_path, 12)
 
@@ -377,6 +378,11 @@ async def test_prefetch_waits_out_the_wave_that_started_it(
     uploads = sorted(r.time for r in records if r.method == "POST" and r.path == "/v1/assets")
     submits = sorted(r.time for r in records if r.path.startswith("/v1/generate/"))
     assert len(uploads) == 12 and len(submits) == 12
+    # The first four uploads are the first wave's own; the next five are prefetched once
+    # its submits are answered, and land before a slot frees.
+    assert max(uploads[:4]) < min(submits), (uploads, submits)
+    assert min(uploads[4:9]) > max(submits[:4]), (uploads, submits)
+    assert max(uploads[4:9]) < submits[4], (uploads, submits)
     first_end = submits[0] + 0.5  # the first wave's jobs end; their slots pass on
     # Items 0-8 are prefetched at the start (no duration known yet), 9-11 once the first
     # wave hands its slots on: not at once, but after the wait.

@@ -175,6 +175,11 @@ class Run:
         self._finishing = asyncio.Semaphore(waiting + options.download_parallel)
         self._slot_returned: set[str] = set()
         self._prefetching = asyncio.Semaphore(max(1, min(options.concurrency, 64)))
+        # Until the first wave's submits are answered (or its items ended), prefetches for
+        # the items after it wait: see `_prefetch`.
+        self._first_wave = 0  # its submits (known once the run is planned)
+        self._first_wave_settled: set[str] = set()  # items answered (or ended) so far
+        self._first_wave_out = asyncio.Event()
         self._prefetches: set[asyncio.Task[None]] = set()
         self.summary = RunSummary()
         self._claimed = _claimed_job_ids(state)
@@ -202,6 +207,7 @@ class Run:
                 if self._adopt_lost is not None:
                     await self._adopt_while_uploading(group, items)
                 todo = list(self._plan(items))
+                self._expect_first_wave(todo)
                 planned = _PlannedRecords([item for item, record in todo if record is None])
                 await self._record_missing_inputs(items)
                 self.progress.start(total=len(items), done=self.summary.skipped)
@@ -240,6 +246,22 @@ class Run:
         # Adopted jobs are the items' own now: never another item's to claim, and paid.
         self._claimed = _claimed_job_ids(self.state)
         self._spent = self.state.total_spent()
+
+    def _expect_first_wave(self, todo: list[tuple[Item, ItemRecord | None]]) -> None:
+        to_submit = sum(1 for _, record in todo if _needs_submit(record))
+        self._first_wave = min(self.slots.limit, to_submit)
+        if self._first_wave == 0:
+            self._first_wave_out.set()
+
+    def _first_wave_settle(self, item: Item) -> None:
+        """The item's submit was answered, or the item ended: one more of the first wave
+        out of the way (until the whole wave is)."""
+        if self._first_wave_out.is_set():
+            return
+        self._first_wave_settled.add(item.id)
+        if len(self._first_wave_settled) >= self._first_wave:
+            self._first_wave_out.set()
+            self._first_wave_settled.clear()
 
     def _upload_in(
         self, group: asyncio.TaskGroup, upload: Coroutine[Any, Any, None], item: Item
@@ -288,7 +310,7 @@ class Run:
                 await planned.durable(new)  # no work for an item before its `planned`
             while ahead < min(len(todo), index + self.slots.limit + 1):
                 nxt, nxt_record = todo[ahead]
-                if nxt_record is None or nxt_record.state in ("planned", "failed"):
+                if _needs_submit(nxt_record):
                     self._upload_in(group, self._prefetch(nxt), nxt)
                 ahead += 1
             await self.slots.acquire()  # before the task exists: bounded live tasks
@@ -319,6 +341,7 @@ class Run:
             self.summary.unfinished += 1
             self.progress.item_finished(ok=False)
         finally:
+            self._first_wave_settle(item)
             written = self._submitted_writes.pop(item.id, None)
             if written is not None:  # the item ended first: the writer still writes it
                 written.add_done_callback(_ignore_outcome)
@@ -385,6 +408,14 @@ class Run:
         typical = self.poller.typical_s
         if typical:
             await asyncio.sleep(min(PREFETCH_DELAY_SHARE * typical, PREFETCH_DELAY_MAX_S))
+        else:
+            # Before any job ended, the first wave's submits go first: a prefetch's TLS
+            # handshake and upload would hold up theirs at both ends (over https at C=64,
+            # the first wave's jobs were created 64 ms later on average), and its item
+            # needs it only once a first job ends.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PREFETCH_DELAY_MAX_S):
+                    await self._first_wave_out.wait()
         async with self._prefetching:
             await self._upload_ahead(item)
 
@@ -430,7 +461,10 @@ class Run:
         await self._record(item, state="submitting", submittedAt=sent_at, references=references)
         self.sent += 1
         try:
-            submitted = await self.client.generate(item.model, body)
+            try:
+                submitted = await self.client.generate(item.model, body)
+            finally:
+                self._first_wave_settle(item)
         except ParallelJobsLimitError as exc:
             await self._record(item, state="planned", notCreated=True)
             self._on_ceiling(exc)
@@ -761,6 +795,11 @@ def _every_record(state: LedgerState) -> Iterator[ItemRecord]:
     yield from state.items.values()
     for older in state.superseded.values():
         yield from older
+
+
+def _needs_submit(record: ItemRecord | None) -> bool:
+    """Whether an item to run has no job yet (a resumed one has, or may have)."""
+    return record is None or record.state in ("planned", "failed")
 
 
 def _claimed_job_ids(state: LedgerState) -> set[str]:
