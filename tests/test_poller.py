@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import math
 import random
+import statistics
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -663,6 +665,131 @@ async def test_a_401_while_polling_ends_the_run_with_that_error() -> None:
             await waiter
 
 
+class _Jobs:
+    """A client 50 ms away for every request: jobs in `done` are succeeded (the list shows
+    them, a GET says so), the others running; each request's start is kept."""
+
+    def __init__(self) -> None:
+        self.done: set[str] = set()
+        self.gets: list[tuple[float, str]] = []
+        self.lists: list[float] = []
+        self.lookups: list[float] = []
+
+    def _row(self, job_id: str) -> dict[str, Any]:
+        finished = job_id in self.done
+        return {
+            "jobId": job_id,
+            "status": "success" if finished else "in-progress",
+            "createdAt": "2026-11-25T00:00:00.000Z",
+            "updatedAt": "2026-11-25T00:00:01.000Z",
+            "metadata": {"assetIds": [f"asset_of_{job_id}"] if finished else []},
+        }
+
+    async def list_job_page(self, **_: Any) -> tuple[list[dict[str, Any]], str | None]:
+        self.lists.append(time.monotonic())
+        await asyncio.sleep(0.05)
+        return [self._row(job_id) for job_id in sorted(self.done)], None
+
+    async def get_job(self, job_id: str) -> JobView:
+        self.gets.append((time.monotonic(), job_id))
+        await asyncio.sleep(0.05)
+        return JobView.parse(self._row(job_id))
+
+    async def asset_urls(self, asset_ids: Sequence[str]) -> dict[str, str]:
+        self.lookups.append(time.monotonic())
+        await asyncio.sleep(0.05)
+        return {a: f"https://cdn.example/{a}" for a in asset_ids}
+
+
+_SINCE = "2026-11-25T00:00:00.000Z"
+
+
+async def test_a_ticks_direct_questions_go_together() -> None:
+    """With two jobs left, a tick asks about both at once: against a far API, one after
+    the other would see the second a round trip later."""
+    client = _Jobs()
+    client.done.update({"job_0", "job_1"})
+    # Tokens for both questions by the first tick (shares vest over max_interval_s).
+    policy = PollPolicy(initial_interval_s=0.05, max_interval_s=1.0, budget_per_job=100.0)
+    finished = await _poll_until_final(client, policy, ["job_0", "job_1"], _SINCE)
+    assert {f.job.status for f in finished} == {"success"}
+    first_two = [t for t, _ in client.gets[:2]]
+    assert {job_id for _, job_id in client.gets[:2]} == {"job_0", "job_1"}
+    assert max(first_two) - min(first_two) < 0.02, client.gets
+    assert not client.lists
+
+
+async def test_two_jobs_left_and_tokens_for_one_question_read_the_list() -> None:
+    """When tokens pay for one request only, a tick with two jobs left reads the list
+    (which shows both) instead of asking about the oldest alone."""
+    client = _Jobs()
+    client.done.update({"job_0", "job_1"})
+    # No tokens at all: the tick's first request is the liveness floor's.
+    policy = PollPolicy(
+        initial_interval_s=0.01,
+        max_interval_s=0.3,  # the floor pays the URL lookup too
+        budget_per_job=0.0,
+        budget_per_wave=0.0,
+        learning_requests=0,
+    )
+    finished = await _poll_until_final(client, policy, ["job_0", "job_1"], _SINCE)
+    assert {f.job.status for f in finished} == {"success"}
+    assert len(client.lists) == 1 and not client.gets, (client.lists, client.gets)
+
+
+async def test_the_runs_last_lookup_never_waits_for_tokens() -> None:
+    """Once nothing is left to send and the last job is seen, its outputs' URL lookup
+    goes at once (the closing allowance), though the budget has no token left and the
+    liveness floor is 10 s away: the run waits for that lookup alone."""
+    client = _Jobs()
+    policy = PollPolicy(
+        initial_interval_s=0.01, budget_per_job=0.0, budget_per_wave=0.0, learning_requests=1
+    )
+    poller = Poller(client, policy)  # type: ignore[arg-type]
+    poller.draining()
+    client.done.add("job_0")
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(poller.run())
+        async with asyncio.timeout(2):
+            final = await poller.wait_for("job_0", _SINCE)
+            assert await final.urls == {"asset_of_job_0": "https://cdn.example/asset_of_job_0"}
+        poller.stop()
+        await running
+    assert poller.budget.learning == 1 and poller.budget.closing == 1, poller.budget
+
+
+async def test_with_one_job_left_the_drain_looks_more_often() -> None:
+    """Once nothing is left to send, the drain's pace (a tenth of a job here) quickens to a
+    quarter of it with one job left: its sighting is the run's own wait."""
+    client = _Jobs()
+    policy = PollPolicy(initial_interval_s=0.01, min_interval_s=0.005, budget_per_job=100.0)
+    poller = Poller(client, policy)  # type: ignore[arg-type]
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(poller.run())
+        started = time.monotonic()
+        jobs = [group.create_task(poller.wait_for(f"job_{n}", _SINCE)) for n in range(4)]
+        await asyncio.sleep(0.8)
+        poller.draining()
+        client.done.update({"job_0", "job_1", "job_2"})  # a job takes ~0.8 s
+        async with asyncio.timeout(2):
+            for job in jobs[:3]:
+                await (await job).urls
+        typical = poller.typical_s
+        assert typical is not None and typical >= 0.8
+        asked = len(client.gets)
+        await asyncio.sleep(1.0)
+        later = client.gets[asked:]
+        gaps = [b - a for (a, _), (b, _) in itertools.pairwise(later)]
+        # A tenth of ~0.8 s is 0.08 s (and a hundredth of the run is less): with one left,
+        # a quarter of that, ~0.02 s.
+        assert gaps and statistics.median(gaps) < 0.04, (gaps, typical, time.monotonic() - started)
+        client.done.add("job_3")
+        async with asyncio.timeout(2):
+            await (await jobs[3]).urls
+        poller.stop()
+        await running
+
+
 class _VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose clock jumps to the next timer whenever nothing is ready: a
     run of many seconds takes milliseconds, the same way every time (no real I/O here)."""
@@ -836,7 +963,7 @@ def test_the_poll_budget_holds_whatever_the_api_answers(
     shows, bursts, stalls and wide spreads: every job is reported with its final status,
     and polling's requests stay within the stated budget: per_job x jobs + per_wave per
     min_duration_s of wall time (per_wave_draining from the last job sent) + the learning
-    requests + one per max_interval_s."""
+    and closing requests + one per max_interval_s."""
     api = _AdversarialApi(seed, short_rate)
     loop = _VirtualTimeLoop()
     try:
@@ -848,7 +975,7 @@ def test_the_poll_budget_holds_whatever_the_api_answers(
     spent = poller.budget
     policy = _BUDGET_POLICY
     # Every request was paid for, and never with more tokens than were granted.
-    assert api.requests == spent.paid + spent.learning + spent.floor
+    assert api.requests == spent.paid + spent.learning + spent.closing + spent.floor
     assert spent.paid <= spent.granted + 1e-9
     stated = (
         policy.budget_per_job * len(plan)
@@ -857,6 +984,7 @@ def test_the_poll_budget_holds_whatever_the_api_answers(
         * drain
         / policy.budget_min_duration_s
         + policy.learning_requests
+        + policy.closing_requests
         + 1
         + wall / policy.max_interval_s
     )
@@ -928,11 +1056,12 @@ async def test_the_poll_budget_holds_against_the_simulator(
         if r.path.startswith("/v1/jobs") or r.path == "/v1/assets/get-bulk"
     ]
     spent = poller.budget
-    assert len(polling) == spent.paid + spent.learning + spent.floor
+    assert len(polling) == spent.paid + spent.learning + spent.closing + spent.floor
     stated = (
         policy.budget_per_job * jobs
         + policy.budget_per_wave_draining * wall / policy.budget_min_duration_s
         + policy.learning_requests
+        + policy.closing_requests
         + 1
         + wall / policy.max_interval_s
     )

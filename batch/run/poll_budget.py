@@ -13,14 +13,16 @@ duration counts as at least `min_duration_s` here, so no answer of the API can m
 flow faster than per_wave / min_duration_s.
 
 A request is made only with a whole token in hand; tokens beyond one wave's worth are
-forfeited, so a quiet spell does not buy a burst later. Two allowances keep the poller
+forfeited, so a quiet spell does not buy a burst later. Three allowances keep the poller
 alive when tokens are short: the first `learning` requests made before any job of the run
-has been seen final (the run's pace is not known yet), and one request whenever none has
-been made for `floor_s` (the liveness floor). So, for any sequence of answers:
+has been seen final (the run's pace is not known yet), one request whenever none has
+been made for `floor_s` (the liveness floor), and `closing` requests for the run's last
+URL lookups (nothing left to send, no job in flight: the run waits for nothing else). So,
+for any sequence of answers:
 
     requests <= per_job * jobs watched + per_wave * busy time / max(min_duration_s, E)
                 + (per_wave_draining - per_wave) * busy time draining / max(min_duration_s, E)
-                + learning + floor requests,        floor requests <= 1 + wall / floor_s
+                + learning + closing + floor requests,   floor requests <= 1 + wall / floor_s
 
 (E: the expected duration, from the durations the API reported; `BudgetStats` keeps each
 term as it goes.)
@@ -40,6 +42,7 @@ class BudgetStats:
     granted: float = 0.0  # every token granted: the jobs' shares and the wave flow
     paid: int = 0  # requests paid with tokens
     learning: int = 0  # free requests while no job had been seen final
+    closing: int = 0  # free requests for the run's last URL lookups
     floor: int = 0  # free requests of the liveness floor
 
 
@@ -51,6 +54,7 @@ class PollBudget:
         per_wave: float,
         per_wave_draining: float,
         learning: int,
+        closing: int,
         floor_s: float,
         min_duration_s: float,
         clock: Callable[[], float],
@@ -60,6 +64,7 @@ class PollBudget:
         self._per_wave_draining = per_wave_draining
         self._draining = False  # nothing is left to send: the last jobs set the wall
         self._learning_left = learning
+        self._closing_left = closing
         self._floor_s = floor_s
         self._min_duration_s = min_duration_s
         self._clock = clock
@@ -127,14 +132,18 @@ class PollBudget:
     def can_pay(self) -> bool:
         return self.tokens() >= 1.0 - _EPSILON
 
-    def pay(self, *, first_of_tick: bool = False, rich: float = 1.0) -> bool:
+    def pay(self, *, first_of_tick: bool = False, rich: float = 1.0, closing: bool = False) -> bool:
         """Pay for one request if tokens allow (at least `rich` of them in hand); else,
-        for a tick's first request, from the learning allowance or the liveness floor.
+        for a tick's first request, from the learning allowance or the liveness floor, and
+        for one of the run's last URL lookups (`closing`), from the closing allowance.
         False: the request is not to be made."""
         now = self._clock()
         if self.tokens() >= rich - _EPSILON:
             self._banked -= 1.0
             self.stats.paid += 1
+        elif closing and self._closing_left > 0:
+            self._closing_left -= 1
+            self.stats.closing += 1
         elif first_of_tick and self._learning():
             self._learning_left -= 1
             self.stats.learning += 1

@@ -4,8 +4,9 @@ Polling is not retrying: this is its own loop with its own pace. Each tick asks 
 list for every custom job that succeeded since the last tick (newest first), so one
 request reports on many jobs; every two jobs' durations (at least every couple of
 seconds) a sweep asks for every job updated, whatever its status, which catches failures
-and cancellations. With only a few jobs in flight, or for a job the list has not
-mentioned for a while, it asks about that job directly. Fresh output URLs come from
+and cancellations. With only a few jobs in flight (and tokens to ask about each), or for
+a job the list has not mentioned for a while, it asks about that job directly, beside the
+tick's list read (one round trip for all, not one each). Fresh output URLs come from
 get-bulk calls shared by the jobs that finished. Ticks are tasks: against a far API the
 next may start while earlier ones still wait for their answers.
 
@@ -27,8 +28,9 @@ same cost per job. Before any job has finished, after a first tick at
 `initial_interval_s`, a tenth of the oldest job's age stands in for it (a job that has
 run for a seconds takes at least a seconds). Once nothing is left to send (the pipeline
 says so), only the last job's wait is the run's: a steady tenth of a job (or a
-hundredth of the run so far, if longer), paid by the budget's larger flow while draining,
-so the last sighting never waits for tokens.
+hundredth of the run so far, if longer), quicker once fewer than four jobs are left (the
+next to end may be the last), paid by the budget's larger flow while draining; the run's
+last URL lookups never wait for tokens (a closing allowance).
 
 Ticks that could find nothing are skipped. From the durations the API reports for recent
 jobs (at least twice as many as are in flight: a wave ends in order of duration) the
@@ -79,6 +81,7 @@ class PollPolicy:
     fraction_of_job: float = 0.05  # poll every twentieth of a typical job's duration
     fraction_of_job_draining: float = 0.1  # ... and once nothing is left to send,
     fraction_of_run_draining: float = 0.01  # or a hundredth of the run so far, if longer
+    drain_few: int = 4  # ... that pace times k / drain_few once k < drain_few jobs are left
     # Before any job ended, every tenth of the oldest job's age; a job past its due time,
     # every tenth of how long it is overdue.
     fraction_of_age: float = 0.1
@@ -105,6 +108,9 @@ class PollPolicy:
     budget_per_wave_draining: float = 12.0  # once nothing is left to send
     budget_min_duration_s: float = 0.2
     learning_requests: int = 20
+    # Free requests for the run's last URL lookups (nothing left to send, no job in
+    # flight): the run then waits for them alone, never for tokens.
+    closing_requests: int = 2
     # An output waits up to this share of a typical job for its URL lookup (or until a
     # get-bulk is full), so one get-bulk serves two waves of jobs: downloads are off the
     # slots' critical path, and the budget goes to ticks (at C=16 that cut detection by a
@@ -194,6 +200,7 @@ class Poller:
             per_wave=self._policy.budget_per_wave,
             per_wave_draining=self._policy.budget_per_wave_draining,
             learning=self._policy.learning_requests,
+            closing=self._policy.closing_requests,
             floor_s=self._policy.max_interval_s,
             min_duration_s=self._policy.budget_min_duration_s,
             clock=clock,
@@ -300,6 +307,11 @@ class Poller:
                 self._typical_s * policy.fraction_of_job_draining,
                 (self._clock() - self._began) * policy.fraction_of_run_draining,
             )
+            # With few jobs left the next to end may well be the last, whose sighting is
+            # the run's own wait: look more often (as tokens allow).
+            left = len(self._watches)
+            if left < policy.drain_few:
+                wanted *= max(1, left) / policy.drain_few
         else:
             wanted = self._typical_s * policy.fraction_of_job
             if self._rate > 0:
@@ -342,7 +354,8 @@ class Poller:
                         await self._changed.wait()
                 continue
             now = self._clock()
-            if self._lookup_due(now) and self._budget.pay(first_of_tick=True):
+            closing = self._draining and not self._watches  # the run's last lookups
+            if self._lookup_due(now) and self._budget.pay(first_of_tick=True, closing=closing):
                 self._send_lookup(requests)
                 continue
             if self._watches and self._next_tick_at is None:
@@ -366,7 +379,7 @@ class Poller:
             self._next_tick_at = None
             self._ticks_running += 1
             self._ticks_started += 1
-            tick = requests.create_task(self._tick_task(), name="poller:tick")
+            tick = requests.create_task(self._tick_task(now), name="poller:tick")
             self._tick_tasks.add(tick)
             tick.add_done_callback(self._tick_tasks.discard)
         # Stopped: nobody waits for a read or a lookup any more, and one may be retrying
@@ -375,9 +388,14 @@ class Poller:
             tick.cancel()
         self._urls.cancel_in_flight()
 
-    async def _tick_task(self) -> None:
+    async def _tick_task(self, started: float) -> None:
         try:
             await self._tick()
+            if self._draining and self._next_tick_at is not None:
+                # The next tick was planned as this one began; what it saw may have left
+                # few jobs, and a faster pace (see `interval`) counts from this one's start.
+                soonest = max(self._clock(), started + self._wait_s())
+                self._next_tick_at = min(self._next_tick_at, soonest)
         except CredentialsError as exc:
             self._fail_all(exc)
             raise
@@ -472,14 +490,15 @@ class Poller:
     async def _poll_once(self) -> None:
         self.stats.ticks += 1
         tick = self.stats.ticks
-        seen: dict[str, JobView] = {}
         budget = self._budget
-        if len(self._watches) < self._policy.direct_below:
+        direct: list[str] = []  # jobs asked about one by one this tick
+        sweep: bool | None = None  # None: no list read this tick
+        if self._ask_each():
             oldest_first = sorted(self._watches.values(), key=lambda w: w.started)
-            for n, watch in enumerate(oldest_first):
-                if not budget.pay(first_of_tick=n == 0, rich=self._tick_needs()):
+            for watch in oldest_first:
+                if not budget.pay(first_of_tick=not direct, rich=self._tick_needs()):
                     break
-                seen[watch.job_id] = await self._get(watch.job_id)
+                direct.append(watch.job_id)
         else:
             now = self._clock()
             patience_s = self._stale_after_s()
@@ -492,19 +511,19 @@ class Poller:
                 ),
                 key=lambda w: w.last_seen_at,
             )
-            # Jobs the list has left unmentioned this long are asked about first, a few a
+            # Jobs the list has left unmentioned this long are asked about too, a few a
             # tick: a list that never shows a job then cannot hold it (or the budget)
             # forever, and a crowd of them cannot starve the list read either.
             for watch in stale[: self._policy.stale_per_tick]:
-                if not budget.pay(first_of_tick=not seen, rich=self._tick_needs()):
+                if not budget.pay(first_of_tick=not direct, rich=self._tick_needs()):
                     break
                 watch.last_seen_tick, watch.last_seen_at = tick, now  # not asked twice
-                seen[watch.job_id] = await self._get(watch.job_id)
-            if budget.pay(first_of_tick=not seen, rich=self._tick_needs()):
+                direct.append(watch.job_id)
+            if budget.pay(first_of_tick=not direct, rich=self._tick_needs()):
                 sweep = self._sweep_due()
                 if sweep:
                     self._last_sweep = self._clock()
-                await self._read_list(seen, sweep=sweep)
+        seen = await self._ask(direct, sweep)
         now = self._clock()
         for job_id in seen:
             mentioned = self._watches.get(job_id)
@@ -530,6 +549,40 @@ class Poller:
             # which a tight budget lengthens (and a longer expected duration would then
             # slow the budget's flow in turn).
             self._budget.expected_s = self._expected_s or self._typical_s
+
+    def _ask_each(self) -> bool:
+        """With few jobs in flight, a tick asks about each directly (any status, no
+        cursor), if tokens allow a question for every one: else one list read covers
+        them all (asking only the oldest of two left the other unseen a tick longer)."""
+        watching = len(self._watches)
+        if watching >= self._policy.direct_below:
+            return False
+        return watching == 1 or self._budget.tokens() >= watching - 1 + self._tick_needs()
+
+    async def _ask(self, direct: list[str], sweep: bool | None) -> dict[str, JobView]:
+        """A tick's requests, sent together: against a far API one after another would
+        take a round trip each (the last job's sighting among them). What a job's own GET
+        says wins over the list's row. The first error is raised as it is."""
+        seen: dict[str, JobView] = {}
+        if not direct and sweep is not None:
+            await self._read_list(seen, sweep=sweep)  # most ticks: one read, no task
+            return seen
+        answers: dict[str, JobView] = {}
+
+        async def get(job_id: str) -> None:
+            answers[job_id] = await self._get(job_id)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for job_id in direct:
+                    group.create_task(get(job_id), name="poller:get")
+                if sweep is not None:
+                    group.create_task(self._read_list(seen, sweep=sweep), name="poller:list")
+        except BaseExceptionGroup as errors:
+            refused = [e for e in errors.exceptions if isinstance(e, CredentialsError)]
+            raise (refused or errors.exceptions)[0] from None
+        seen.update(answers)
+        return seen
 
     async def _get(self, job_id: str) -> JobView:
         self.stats.direct_requests += 1
