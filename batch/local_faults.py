@@ -24,8 +24,6 @@ import errno
 from pathlib import Path
 from typing import Final
 
-import aiohttp
-
 from batch.errors import LocalFaultError
 
 RESUME: Final = "then run the same command again: it resumes, and pays for nothing twice"
@@ -89,6 +87,8 @@ def stray_fault(exc: BaseException) -> LocalFaultError | None:
             if fault is not None:
                 return fault
         return None
+    import aiohttp  # here: `validate` never makes a session, and need not load aiohttp
+
     if isinstance(exc, aiohttp.ClientError):
         return socket_fault(exc, "the network")
     if isinstance(exc, OSError) and exc.errno in LOCAL_ERRNOS:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +191,26 @@ def test_init_writes_a_valid_manifest(project: Path, capsys: pytest.CaptureFixtu
     assert _cli("init", str(project / "images"), "--prompt", "again") == 2  # no silent overwrite
 
 
+def test_validate_loads_no_http_client_or_run_machinery(project: Path) -> None:
+    """`validate` (the command scripts call most, whole process timed in the benchmark)
+    imports only what checking a manifest needs: no aiohttp, no pipeline, no image
+    export, no progress bar."""
+    manifest = write_manifest(project, _jobs(3))
+    script = (
+        "import sys\n"
+        "from batch.cli.main import main\n"
+        f"code = main(['validate', {str(manifest)!r}])\n"
+        "heavy = ('aiohttp', 'batch.run.pipeline', 'batch.report.export', 'batch.run.progress')\n"
+        "print(code, sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCENARIO_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout
+
+
 async def test_edited_item_is_new_and_old_output_is_kept(
     scenario_env: Simulator, project: Path
 ) -> None:
@@ -301,7 +324,7 @@ async def test_poll_budget_option_reaches_the_poller(
 ) -> None:
     """`--poll-budget B` sets the run's budget per job; a value that is not positive is exit 2
     before any request."""
-    from batch.cli import main as cli_main
+    from batch.run import pipeline
 
     manifest = write_manifest(project, _jobs(2), output="out")
     with pytest.raises(SystemExit) as refused:  # argparse's own exit for a bad option
@@ -311,12 +334,12 @@ async def test_poll_budget_option_reaches_the_poller(
     assert scenario_env.request_log == []
 
     budgets: list[float] = []
-    real_run = cli_main.run_manifest
+    real_run = pipeline.run_manifest
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         budgets.append(args[2].poll.budget_per_job)
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(cli_main, "run_manifest", spy)
+    monkeypatch.setattr(pipeline, "run_manifest", spy)  # the CLI imports it as it runs
     assert await _run_cli("run", str(manifest), "-q", "--poll-budget", "0.7") == 0
     assert budgets == [0.7]

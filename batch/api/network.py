@@ -16,13 +16,16 @@ import ipaddress
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-import aiohttp
 import yarl
-from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse
 
 from batch.errors import UsageError
+
+if TYPE_CHECKING:  # aiohttp is imported where a session is made (`validate` needs none)
+    import aiohttp
+    from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse
 
 CA_HINT = (
     "if the server uses a private certificate authority (a company proxy or CA), "
@@ -178,6 +181,8 @@ def setup_failure(
     """One line saying why a connection to `url` could not be set up as configured (a
     certificate that fails verification, a proxy that cannot be reached or refuses the
     tunnel), or None when `exc` is not such a failure."""
+    import aiohttp
+
     target = yarl.URL(url)
     where = f"{target.host}:{target.port}"
     proxy = network.proxy_for(target) if network is not None else None

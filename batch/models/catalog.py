@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from batch.api.client import ScenarioClient, api_session
 from batch.api.settings import DEFAULT_BASE_URL, ApiSettings
 from batch.durable import write_atomically
 from batch.errors import BatchError, PermanentApiError
@@ -208,6 +207,9 @@ async def fetch_declarations(
     settings: ApiSettings, model_ids: list[str]
 ) -> dict[str, dict[str, Any] | None]:
     """`GET /models/{id}` for each model; None for a 404."""
+    # Here, not at the top: a `validate` served from the cache never loads aiohttp.
+    from batch.api.client import ScenarioClient, api_session
+
     answers: dict[str, dict[str, Any] | None] = {}
     async with api_session(settings) as session:
         client = ScenarioClient(session, settings)
