@@ -8,7 +8,7 @@ or given up). And while jobs are in flight (or outputs wait for their URL lookup
 few jobs in flight can still look a few times per job; once nothing is left to send,
 `per_wave_draining` (the last jobs' sightings and URLs are then the run's own wait). At
 concurrency C that is per_wave / C per job, E being the mean duration (the defaults:
-0.17 + 5/16 = 0.48 requests per job at C=16, 0.25 at C=64, 0.19 at C=256). The expected
+0.17 + 4.8/16 = 0.47 requests per job at C=16, 0.245 at C=64, 0.19 at C=256). The expected
 duration counts as at least `min_duration_s` here, so no answer of the API can make that
 flow faster than per_wave / min_duration_s.
 
@@ -69,7 +69,7 @@ class PollBudget:
         self._floor_s = floor_s
         self._min_duration_s = min_duration_s
         self._clock = clock
-        self._started: dict[str, float] = {}  # job id -> when it started, every job watched
+        self._watched: set[str] = set()  # every job watched and not ended
         # The jobs whose share still vests, kept so that `tokens` costs the same whatever the
         # number in flight (it runs before every request; a pass over 256 jobs was 3 % of a
         # run's CPU): their starts' sum (from `_origin`, which keeps the floats small), and a
@@ -102,14 +102,14 @@ class PollBudget:
 
     def watch(self, job_id: str, started: float) -> None:
         """A job the poller now waits for brings its share."""
-        if job_id in self._started:
+        if job_id in self._watched:
             return
         self._flow()  # the flow so far, at the rate before this job
-        self._started[job_id] = started
+        self._watched.add(job_id)
         self._vesting[job_id] = started
         self._vesting_starts += started - self._origin
         heapq.heappush(self._vesting_heap, (started, job_id))
-        self._most_in_flight = max(self._most_in_flight, len(self._started))
+        self._most_in_flight = max(self._most_in_flight, len(self._watched))
         self.stats.granted += self._per_job
 
     def holding_outputs(self, holding: bool) -> None:
@@ -126,8 +126,9 @@ class PollBudget:
     def ended(self, job_id: str) -> None:
         """The job was seen final (or given up): the rest of its share vests now."""
         self._flow()
-        if self._started.pop(job_id, None) is None:
+        if job_id not in self._watched:
             return
+        self._watched.discard(job_id)
         started = self._vesting.pop(job_id, None)
         if started is not None:  # else its whole share was banked as it vested
             self._vesting_starts -= started - self._origin
@@ -212,7 +213,7 @@ class PollBudget:
         self._flowed_at = now
 
     def _flow_rate(self) -> float:
-        if self.expected_s is None or not (self._started or self._holding_outputs):
+        if self.expected_s is None or not (self._watched or self._holding_outputs):
             return 0.0
         per_wave = self._per_wave_draining if self._draining else self._per_wave
         return per_wave / max(self._min_duration_s, self.expected_s)
