@@ -138,7 +138,8 @@ class PollBudget:
         """Vested and unspent, at most one wave's worth (the rest is forfeited)."""
         self._flow()
         now = self._clock()
-        vest_s = self._vested_until(now)
+        vest_s = self._vest_s()
+        self._bank_vested(now, vest_s)
         # Each share still vesting has vested (now - started) / vest_s of itself.
         ages = len(self._vesting) * (now - self._origin) - self._vesting_starts
         vesting = self._per_job * max(0.0, ages) / vest_s
@@ -185,15 +186,15 @@ class PollBudget:
             return 0.0
         assert self._last_request is not None  # else the floor is open
         floor = max(_MIN_WAIT_S, self._last_request + self._floor_s - now)
-        vest_s = self._vested_until(now)
+        vest_s = self._vest_s()
+        self._bank_vested(now, vest_s)
         rate = self._per_job * len(self._vesting) / vest_s + self._flow_rate()
         if rate <= 0.0:
             return floor
         return min(floor, max(_MIN_WAIT_S, (need - tokens) / rate))
 
-    def _vested_until(self, now: float) -> float:
-        """Bank the shares that have fully vested by `now`; the vesting time."""
-        vest_s = self._vest_s()
+    def _bank_vested(self, now: float, vest_s: float) -> None:
+        """Bank the shares that have fully vested by `now`."""
         heap = self._vesting_heap
         while heap and heap[0][0] <= now - vest_s:
             started, job_id = heapq.heappop(heap)
@@ -201,7 +202,6 @@ class PollBudget:
                 del self._vesting[job_id]
                 self._vesting_starts -= started - self._origin
                 self._banked += self._per_job
-        return vest_s
 
     def _flow(self) -> None:
         """Bank the wave flow since it was last counted."""

@@ -337,9 +337,9 @@ class Poller:
         except BaseExceptionGroup as group:
             # A lookup logs its errors (the downloads then ask for their own URLs), and a
             # tick logs all but a 401, so what ends the group is that: raised as it is.
-            refused = [e for e in group.exceptions if isinstance(e, CredentialsError)]
-            if refused:
-                raise refused[0] from None  # several ticks may have met the same 401
+            refused = _refusal(group)
+            if refused is not None:
+                raise refused from None  # several ticks may have met the same 401
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
@@ -584,8 +584,7 @@ class Poller:
                 if sweep is not None:
                     group.create_task(self._read_list(seen, sweep=sweep), name="poller:list")
         except BaseExceptionGroup as errors:
-            refused = [e for e in errors.exceptions if isinstance(e, CredentialsError)]
-            raise (refused or errors.exceptions)[0] from None
+            raise (_refusal(errors) or errors.exceptions[0]) from None
         seen.update(answers)
         return seen
 
@@ -720,6 +719,11 @@ class Poller:
             if not watch.future.done():
                 watch.future.set_exception(error)
         self._watches.clear()
+
+
+def _refusal(errors: BaseExceptionGroup[BaseException]) -> CredentialsError | None:
+    """The first 401 among a group's errors: it ends the run, whatever else failed."""
+    return next((e for e in errors.exceptions if isinstance(e, CredentialsError)), None)
 
 
 def _api_duration(job: JobView) -> float | None:
