@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         metavar="B",
         help="polling requests per job (job-list pages, status checks, URL lookups), plus "
-        "5 per job duration shared by the jobs in flight; more finds finished jobs sooner "
+        "4.8 per job duration shared by the jobs in flight; more finds finished jobs sooner "
         "(default 0.17)",
     )
     run.add_argument(
