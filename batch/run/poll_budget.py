@@ -143,10 +143,19 @@ class PollBudget:
         # Each share still vesting has vested (now - started) / vest_s of itself.
         ages = len(self._vesting) * (now - self._origin) - self._vesting_starts
         vesting = self._per_job * max(0.0, ages) / vest_s
-        cap = self._per_job * max(1, self._most_in_flight) + self._per_wave + 1.0
+        cap = self._cap()
         if self._banked + vesting > cap:
             self._banked = cap - vesting
         return self._banked + vesting
+
+    def rich(self) -> bool:
+        """Whether at least half the cap is in hand: requests are not spending what flows
+        in (a run sleeping between waves of jobs that end together), so one more now
+        leaves plenty for later ones."""
+        return self.tokens() >= 0.5 * self._cap()
+
+    def _cap(self) -> float:
+        return self._per_job * max(1, self._most_in_flight) + self._per_wave + 1.0
 
     def can_pay(self) -> bool:
         return self.tokens() >= 1.0 - _EPSILON

@@ -2,11 +2,13 @@
 
 Downloads are off the job slots' critical path (a slot is handed back once its job is
 seen final), so a lookup need not go with every tick: it waits until it fills a
-get-bulk, until no job is left in flight, or until its oldest output has waited
+get-bulk, until no job is left in flight, until its oldest output has waited
 `wait_fraction` of a typical job (less once nothing is left to send: the last outputs'
-downloads are then the run's own wait). The run's first lookup goes at once: its
-downloads prove the way to disk (a full disk, a CDN the network refuses) before another
-wave of jobs is bought. The poller pays for each lookup before `send`.
+downloads are then the run's own wait), or until the poller expects no company for it
+soon (`release`: jobs that ended together, and the next are far off). The run's first
+lookup goes at once: its downloads prove the way to disk (a full disk, a CDN the network
+refuses) before another wave of jobs is bought. The poller pays for each lookup before
+`send`; it also sends one while its budget is rich.
 """
 
 from __future__ import annotations
@@ -41,11 +43,18 @@ class UrlLookups:
         self._outputs = 0
         self._since = 0.0  # when the oldest waiting output began to wait
         self._sent = False  # a lookup was sent (the first goes at once)
+        self._released = False  # the outputs waiting go with the next lookup
         self._fetches: set[asyncio.Task[None]] = set()
 
     def draining(self, wait_fraction: float) -> None:
         """Nothing is left to send: outputs wait at most `wait_fraction` of a job."""
         self._wait_fraction = min(self._wait_fraction, wait_fraction)
+
+    def release(self) -> None:
+        """No more outputs are expected to join those waiting soon: they go with the next
+        lookups (until none is left waiting)."""
+        if self._waiting:
+            self._released = True
 
     def __bool__(self) -> bool:
         return bool(self._waiting)
@@ -64,7 +73,7 @@ class UrlLookups:
 
     def due_at(self, typical_s: float | None) -> float:
         """When the oldest waiting output has waited long enough."""
-        if not self._sent:
+        if not self._sent or self._released:
             return self._since
         wait = min(self._max_wait_s, self._wait_fraction * (typical_s or 0.0))
         return self._since + wait
@@ -73,7 +82,12 @@ class UrlLookups:
         """Whether a lookup should go now, tokens to spare aside (the poller's call)."""
         if not self._waiting:
             return False
-        return self._outputs >= BULK_LIMIT or not jobs_in_flight or now >= self.due_at(typical_s)
+        return (
+            self._released
+            or self._outputs >= BULK_LIMIT
+            or not jobs_in_flight
+            or now >= self.due_at(typical_s)
+        )
 
     def send(self, group: asyncio.TaskGroup) -> int:
         """One get-bulk for the outputs waiting longest, in a task of `group`; the requests
@@ -90,6 +104,7 @@ class UrlLookups:
         self._outputs -= outputs
         self._since = self._clock()
         self._sent = True
+        self._released = self._released and bool(self._waiting)
         fetch = group.create_task(self._fetch(batch), name="poller:urls")
         self._fetches.add(fetch)
         fetch.add_done_callback(self._fetches.discard)
@@ -109,6 +124,7 @@ class UrlLookups:
                 urls.set_result({})
         self._waiting.clear()
         self._outputs = 0
+        self._released = False
 
     async def _fetch(self, batch: list[_Waiting]) -> None:
         """On failure the downloads ask for their own URLs (GET /assets/{id}), so an error
