@@ -69,7 +69,8 @@ class MatrixPlan:
 
 # 2 profiles x 2 spreads x 3 C x (pipeline, SDK) + the floor client at C=256: 28 runs of
 # 16-32 s (more with the lognormal tail) plus set-up: about 14 minutes (design_minutes),
-# so `make bench` with the simulator alone and the scale checks stays under 20. N is
+# so `make bench` with the simulator alone, the steady runs (80 s) and the scale and
+# report checks stays under 20 (17.5 min at a7e6fa0, before the steady runs). N is
 # 256, 640 and 2,048 jobs: a bulk run's steady state, not mostly its first and last wave
 # (at N = 5 x C, the first version, fixed costs took up to 0.3 requests per job at C=16).
 FULL_MATRIX = MatrixPlan(
