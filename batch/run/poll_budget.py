@@ -149,10 +149,10 @@ class PollBudget:
         return self._banked + vesting
 
     def rich(self) -> bool:
-        """Whether at least half the cap is in hand: requests are not spending what flows
-        in (a run sleeping between waves of jobs that end together), so one more now
-        leaves plenty for later ones."""
-        return self.tokens() >= 0.5 * self._cap()
+        """Whether at least half the cap is in hand, and a wave's flow beyond one more
+        request: requests are not spending what flows in (a run sleeping between waves
+        of jobs that end together), so one more now leaves plenty for later ones."""
+        return self.tokens() >= max(0.5 * self._cap(), self._per_wave + 1.0)
 
     def _cap(self) -> float:
         return self._per_job * max(1, self._most_in_flight) + self._per_wave + 1.0
