@@ -17,11 +17,12 @@ the most latency: a tick's first page always; a page beyond it when the first wa
 (more of the same follows), but after a page the API cut short (a next token on a short
 or empty page) only with tokens to spare, else the rest waits for the next tick's read
 from the same cursor; a URL lookup when it fills a get-bulk, when no job is left in
-flight, when no job in flight is due for a while (jobs that ended together: nothing would
-join its outputs soon), while the budget is rich (half its cap in hand), or once its
-oldest output has waited two typical jobs (downloads are off the job slots' critical
-path; a quarter of one once nothing is left to send; the run's first at once), and a
-tick keeps one token back while outputs wait, so lookups are never starved.
+flight, when jobs end in groups and none in flight is due for a while (nothing would
+join its outputs soon), while the budget is rich (half its cap in hand, and a wave's
+flow beyond the lookup), or once its oldest output has waited two typical jobs
+(downloads are off the job slots' critical path; a quarter of one once nothing is left
+to send; the run's first at once), and a tick keeps one token back while outputs wait,
+so lookups are never starved.
 
 The pace adapts to how long jobs take: at most every twentieth of the typical job
 duration, and as often as the budget pays for (a tick's requests shared by the jobs
@@ -630,7 +631,7 @@ class Poller:
 
     def _lookup_due(self, now: float) -> bool:
         """A lookup goes when due (see batch/run/url_lookups.py), or at once while the
-        budget is rich (half its cap in hand: ticks are not spending what flows in, as
+        budget is rich (see `PollBudget.rich`: ticks are not spending what flows in, as
         between groups of jobs that end together), not merely because a token is to
         spare: sent early it would cut no job slot's wait, only the budget left for
         ticks (jobs that end one by one wait for company, see `url_wait_fraction`)."""

@@ -72,7 +72,8 @@ class UrlLookups:
         return urls
 
     def due_at(self, typical_s: float | None) -> float:
-        """When the oldest waiting output has waited long enough."""
+        """When the oldest waiting output has waited long enough (at once for the run's
+        first lookup and for released outputs)."""
         if not self._sent or self._released:
             return self._since
         wait = min(self._max_wait_s, self._wait_fraction * (typical_s or 0.0))
@@ -82,12 +83,7 @@ class UrlLookups:
         """Whether a lookup should go now, tokens to spare aside (the poller's call)."""
         if not self._waiting:
             return False
-        return (
-            self._released
-            or self._outputs >= BULK_LIMIT
-            or not jobs_in_flight
-            or now >= self.due_at(typical_s)
-        )
+        return self._outputs >= BULK_LIMIT or not jobs_in_flight or now >= self.due_at(typical_s)
 
     def send(self, group: asyncio.TaskGroup) -> int:
         """One get-bulk for the outputs waiting longest, in a task of `group`; the requests
