@@ -587,6 +587,13 @@ async def test_a_slow_url_lookup_does_not_hold_up_the_next_tick() -> None:
         await running
 
 
+def _succeeded(n: int, outputs: int = 1) -> JobView:
+    """Job `n`, succeeded with `outputs` outputs (as a URL lookup sees it)."""
+    stamp = "2026-11-25T00:00:00.000Z"
+    assets = tuple(f"asset_{n}_{k}" for k in range(outputs))
+    return JobView(f"job_{n}", "success", 1.0, stamp, stamp, assets)
+
+
 async def test_the_first_url_lookup_goes_at_once_and_later_ones_gather_a_wave() -> None:
     """The run's first outputs are looked up as soon as they are seen (their downloads prove
     the way to disk before another wave is bought); later ones wait up to `wait_fraction`
@@ -600,16 +607,12 @@ async def test_the_first_url_lookup_goes_at_once_and_later_ones_gather_a_wave() 
         clock=lambda: now[0],
     )
 
-    def success(n: int) -> JobView:
-        stamp = "2026-11-25T00:00:00.000Z"
-        return JobView(f"job_{n}", "success", 1.0, stamp, stamp, (f"asset_{n}",))
-
-    lookups.add(success(0))
+    lookups.add(_succeeded(0))
     assert lookups.due(now[0], 2.0, jobs_in_flight=True)
     async with asyncio.TaskGroup() as group:
         assert lookups.send(group) == 1
         now[0] += 0.5
-        lookups.add(success(1))
+        lookups.add(_succeeded(1))
         assert not lookups.due(now[0], 2.0, jobs_in_flight=True)
         assert lookups.due_at(2.0) == pytest.approx(102.5)
         now[0] += 2.0
@@ -632,25 +635,20 @@ async def test_released_outputs_go_with_the_next_lookups_until_none_is_left() ->
         clock=lambda: now[0],
     )
 
-    def success(n: int, outputs: int = 1) -> JobView:
-        stamp = "2026-11-25T00:00:00.000Z"
-        assets = tuple(f"asset_{n}_{k}" for k in range(outputs))
-        return JobView(f"job_{n}", "success", 1.0, stamp, stamp, assets)
-
     async with asyncio.TaskGroup() as group:
-        lookups.add(success(0))
+        lookups.add(_succeeded(0))
         lookups.send(group)  # the run's first goes at once
-        lookups.add(success(1, 90))
-        lookups.add(success(2, 90))
+        lookups.add(_succeeded(1, 90))
+        lookups.add(_succeeded(2, 90))
         assert not lookups.due(now[0], 1.0, jobs_in_flight=True)
         lookups.release()
         assert lookups.due(now[0], 1.0, jobs_in_flight=True)
-        lookups.add(success(3, 90))  # 270 outputs: more than one get-bulk holds (200)
+        lookups.add(_succeeded(3, 90))  # 270 outputs: more than one get-bulk holds (200)
         assert lookups.due_at(1.0) <= now[0]
         assert lookups.send(group) == 1  # jobs 1 and 2 (180 outputs)
         assert lookups.due(now[0], 1.0, jobs_in_flight=True)  # job 3 is still released
         lookups.send(group)
-        lookups.add(success(4))
+        lookups.add(_succeeded(4))
         assert not lookups.due(now[0], 1.0, jobs_in_flight=True)
         assert lookups.due_at(1.0) == pytest.approx(now[0] + 2.0)
     assert client.lookups == 3
@@ -1065,7 +1063,7 @@ def test_jobs_that_end_together_get_their_urls_soon(slots: int) -> None:
 
 
 def test_jobs_that_end_apart_share_their_url_lookups() -> None:
-    """Durations spread widely (0.5 to 3 s): jobs end one by one, and outputs wait for
+    """Durations spread widely (1 to 3 s): jobs end one by one, and outputs wait for
     company, so a lookup serves several ticks' jobs (the budget goes to the ticks)."""
     rng = random.Random(4)
     plan = [(rng.uniform(1.0, 3.0), "success", True) for _ in range(320)]
