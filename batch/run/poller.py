@@ -406,7 +406,7 @@ class Poller:
             await self._tick()
             if not self._draining:
                 self._check_quiet_spell()
-            if self._draining and self._next_tick_at is not None:
+            elif self._next_tick_at is not None:
                 # The next tick was planned as this one began; what it saw may have left
                 # few jobs, and a faster pace (see `interval`) counts from this one's start.
                 soonest = max(self._clock(), started + self._wait_s())
