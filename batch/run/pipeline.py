@@ -181,6 +181,9 @@ class Run:
         self._first_wave_settled: set[str] = set()  # items answered (or ended) so far
         self._first_wave_out = asyncio.Event()
         self._prefetches: set[asyncio.Task[None]] = set()
+        # Prefetches not yet uploading, by item id: one whose item takes its slot first is
+        # cancelled there, so live prefetches stay within a slot count ahead of the items.
+        self._prefetches_waiting: dict[str, asyncio.Task[None]] = {}
         self.summary = RunSummary()
         self._claimed = _claimed_job_ids(state)
         self._spent = state.total_spent()
@@ -265,11 +268,18 @@ class Run:
 
     def _upload_in(
         self, group: asyncio.TaskGroup, upload: Coroutine[Any, Any, None], item: Item
-    ) -> None:
+    ) -> asyncio.Task[None]:
         """An upload ahead of its item, in `group`: cancelled once every item is done."""
         task = group.create_task(upload, name=f"refs:{item.id}")
         self._prefetches.add(task)
         task.add_done_callback(self._prefetches.discard)
+        return task
+
+    def _cancel_prefetch(self, item: Item) -> None:
+        """The item's prefetch, if it is still waiting to upload, is not needed."""
+        waiting = self._prefetches_waiting.pop(item.id, None)
+        if waiting is not None:
+            waiting.cancel()
 
     async def _upload_ahead(self, item: Item) -> None:
         """Errors are left for the item's own task, which asks again and handles them."""
@@ -305,15 +315,18 @@ class Run:
                 new += 1
             if self._stop_submitting and not resumable:
                 self.summary.unfinished += 1
+                self._cancel_prefetch(item)
                 continue
             if record is None:
                 await planned.durable(new)  # no work for an item before its `planned`
             while ahead < min(len(todo), index + self.slots.limit + 1):
                 nxt, nxt_record = todo[ahead]
                 if _needs_submit(nxt_record):
-                    self._upload_in(group, self._prefetch(nxt), nxt)
+                    task = self._upload_in(group, self._prefetch(nxt), nxt)
+                    self._prefetches_waiting[nxt.id] = task
                 ahead += 1
             await self.slots.acquire()  # before the task exists: bounded live tasks
+            self._cancel_prefetch(item)  # the item uploads for itself now
             self._active += 1
             self._idle.clear()
             group.create_task(self._item_task(item, record), name=f"item:{item.id}")
@@ -417,6 +430,7 @@ class Run:
                 async with asyncio.timeout(PREFETCH_DELAY_MAX_S):
                     await self._first_wave_out.wait()
         async with self._prefetching:
+            self._prefetches_waiting.pop(item.id, None)  # uploading: its item shares it
             await self._upload_ahead(item)
 
     async def _return_slot(self, item: Item) -> None:
