@@ -48,6 +48,11 @@ ticks between waves are saved, and each wave is met by ticks at a pace its own f
 rate sets: at C=256 the mean wait to be seen fell from 78-103 to 57-60 ms, and the
 added latency by half (bench/RESULTS.md, round 7).
 
+When jobs take much the same time but their groups have drifted apart (more groups than
+the budget pays ticks for), the ticks go at the budget's pace and a tick waits for the
+groups that pace spans, so they are seen, and go on, together again: left as they were,
+ticks went whenever a token came in, each saw a job or two, and the groups stayed apart.
+
 A job past its 97th percentile is an outlier (stalled, or queued upstream): it is looked
 at again after a tenth of how long it has been overdue (at least the cadence, at most
 `max_interval_s`), and the other jobs' due times go on spacing the ticks meanwhile (with
@@ -327,12 +332,14 @@ class Poller:
                 wanted *= max(1, left) / policy.drain_few
         else:
             wanted = self._typical_s * policy.fraction_of_job
-            if self._rate > 0:
-                # The pace the budget pays for: a tick's requests, shared by the jobs
-                # finished meanwhile. Faster ticks would wait for tokens (the budget holds
-                # either way).
-                affordable = self._tick_requests / (self._budget.per_job_now * self._rate)
-                wanted = min(wanted, affordable)
+            pace = self._budget_pace()
+            if pace is not None:
+                # Faster ticks than the budget pays for would wait for tokens (the budget
+                # holds either way). With steady durations and tokens short, that pace is
+                # the plan: a tick would go whenever a token came in, see a job or two,
+                # and keep the groups apart (see `_wait_s`).
+                short = self._budget.tokens() < 2 * self._tick_needs()
+                wanted = pace if short and self._steady() else min(wanted, pace)
         return min(policy.max_interval_s, max(policy.min_interval_s, wanted))
 
     async def run(self) -> None:
@@ -445,11 +452,29 @@ class Poller:
                 on_time.append(watch.started)
         wait = max(cadence, self._policy.fraction_of_age * overdue_s)
         if on_time:
-            last = self._oldest_group_end(on_time, due_after - early, interval)
+            spread, reach = due_after - early, self._policy.group_span * interval
+            pace = self._budget_pace()
+            if pace is not None and self._steady() and not self._budget.rich():
+                # Steady durations, groups drifted apart (each wants ticks of its own, more
+                # than the budget pays for): groups as far apart as the budget's pace join
+                # the oldest, one tick sees them, and their successors go out together.
+                # Left apart, issue 8's C=16 run drifted to +73 % added latency, its
+                # outputs waiting 1.4 s of a 2 s job for a lookup (bench/RESULTS.md).
+                spread, reach = max(spread, pace), max(reach, pace)
+            last = self._oldest_group_end(on_time, spread, interval, reach)
             wait = min(wait, max(cadence, last + due_after - now))
         return min(self._policy.max_interval_s, wait)
 
-    def _oldest_group_end(self, starts: list[float], spread: float, interval: float) -> float:
+    def _budget_pace(self) -> float | None:
+        """Seconds between ticks that the budget pays for: a tick's requests, shared by the
+        jobs finished meanwhile (None until a rate is known)."""
+        if self._rate <= 0:
+            return None
+        return self._tick_requests / (self._budget.per_job_now * self._rate)
+
+    def _oldest_group_end(
+        self, starts: list[float], spread: float, interval: float, reach: float
+    ) -> float:
         """When the last job of the oldest group was sent: the next tick waits for it.
 
         Jobs sent just after the first (one tick's successors go out over a few tens of
@@ -458,12 +483,12 @@ class Poller:
         early finishers and not the rest, and a group seen in parts stays split (each
         part's successors go out apart, and each part costs a tick and a URL lookup of its
         own). A steady stream of starts (no gap wider than `gather`) is not merged on: its
-        group ends `gather` after its first. No group spans more than `group_span` intervals.
+        group ends `gather` after its first. No group reaches further than `reach`.
         """
         policy = self._policy
         gather = policy.gather_fraction * interval
         first = min(starts)
-        limit = first + policy.group_span * interval
+        limit = first + reach
         # Only the starts a group could reach are sorted (this runs before every tick).
         near = sorted(t for t in starts if t <= limit + gather)
         group_start = last = first
@@ -610,18 +635,23 @@ class Poller:
         it began would find nothing (it moves to when jobs are due), and the outputs
         waiting for a lookup would wait for no company (they go now). Durations spread
         wider: jobs end one by one, and outputs wait for company."""
-        if self._typical_s is None or self._due_after is None:
+        if self._typical_s is None or not self._steady():
             return
-        early, due = self._due_after
         quiet_s = self._policy.url_quiet_fraction * self._typical_s
-        if due - early > quiet_s:
-            return
         wait = self._wait_s()
         if wait < quiet_s:
             return
         if self._next_tick_at is not None:
             self._next_tick_at = max(self._next_tick_at, self._clock() + wait)
         self._urls.release()
+
+    def _steady(self) -> bool:
+        """Whether jobs take much the same time (their durations within
+        `url_quiet_fraction` of a typical job of each other): they then end in groups."""
+        if self._typical_s is None or self._due_after is None:
+            return False
+        early, due = self._due_after
+        return due - early <= self._policy.url_quiet_fraction * self._typical_s
 
     def _tick_needs(self) -> float:
         """Tokens in hand for a tick's request: one more while outputs wait for a lookup,
