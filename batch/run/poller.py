@@ -338,8 +338,8 @@ class Poller:
                 # holds either way). With steady durations and tokens short, that pace is
                 # the plan: a tick would go whenever a token came in, see a job or two,
                 # and keep the groups apart (see `_wait_s`).
-                short = self._budget.tokens() < 2 * self._tick_needs()
-                wanted = pace if short and self._steady() else min(wanted, pace)
+                short = self._steady() and self._budget.tokens() < 2 * self._tick_needs()
+                wanted = pace if short else min(wanted, pace)
         return min(policy.max_interval_s, max(policy.min_interval_s, wanted))
 
     async def run(self) -> None:
@@ -453,8 +453,8 @@ class Poller:
         wait = max(cadence, self._policy.fraction_of_age * overdue_s)
         if on_time:
             spread, reach = due_after - early, self._policy.group_span * interval
-            pace = self._budget_pace()
-            if pace is not None and self._steady() and not self._budget.rich():
+            pace = self._budget_pace() if self._merging_groups() else None
+            if pace is not None:
                 # Steady durations, groups drifted apart (each wants ticks of its own, more
                 # than the budget pays for): groups as far apart as the budget's pace join
                 # the oldest, one tick sees them, and their successors go out together.
@@ -464,6 +464,12 @@ class Poller:
             last = self._oldest_group_end(on_time, spread, interval, reach)
             wait = min(wait, max(cadence, last + due_after - now))
         return min(self._policy.max_interval_s, wait)
+
+    def _merging_groups(self) -> bool:
+        """Whether groups of jobs apart are worth bringing together: durations steady, the
+        budget not rich, and jobs still to send (in the drain, finished jobs have no
+        successors to send together; a later sighting would only be later)."""
+        return not self._draining and self._steady() and not self._budget.rich()
 
     def _budget_pace(self) -> float | None:
         """Seconds between ticks that the budget pays for: a tick's requests, shared by the
