@@ -468,7 +468,9 @@ class Poller:
     def _merging_groups(self) -> bool:
         """Whether groups of jobs apart are worth bringing together: durations steady, the
         budget not rich, and jobs still to send (in the drain, finished jobs have no
-        successors to send together; a later sighting would only be later)."""
+        successors to send together; a later sighting would only be later). Not rich is a
+        wider test than the interval's (tokens short): merging only once tokens ran short
+        came too late to bring groups together (bench/RESULTS.md, round 15)."""
         return not self._draining and self._steady() and not self._budget.rich()
 
     def _budget_pace(self) -> float | None:
