@@ -637,9 +637,9 @@ class Poller:
         return await self._client.get_job(job_id)
 
     def _check_quiet_spell(self) -> None:
-        """After a tick: if jobs end in groups (their durations within `url_quiet_fraction`
-        of a typical job of each other) and what it saw leaves no job in flight due for
-        as long (a group ended, the next is far off), the tick planned at the cadence as
+        """After a tick: if jobs end in groups (durations `_steady`) and what it saw leaves
+        no job in flight due within `url_quiet_fraction` of a typical job (a group ended,
+        the next is far off), the tick planned at the cadence as
         it began would find nothing (it moves to when jobs are due), and the outputs
         waiting for a lookup would wait for no company (they go now). Durations spread
         wider: jobs end one by one, and outputs wait for company."""
