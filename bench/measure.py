@@ -150,6 +150,11 @@ class Outcome:
         return 1000 * self.client.cpu_s / self.config.jobs
 
     @property
+    def loop_cpu_ms_per_job(self) -> float:
+        """Of cpu_ms_per_job, the event loop's thread (the rest: the client's other threads)."""
+        return 1000 * self.client.loop_cpu_s / self.config.jobs
+
+    @property
     def sim_busy(self) -> float:
         """The simulator's CPU seconds per wall second (1.0: one core saturated)."""
         return self.sim_cpu_s / self.client.wall_s

@@ -32,6 +32,7 @@ def test_bench_runs_every_client(kind: str, tmp_path: Path) -> None:
     assert outcome.sim.count("upload") == 4 and outcome.sim.count("submit") == 4
     assert len(outcome.client.done) == 4 and outcome.client.cpu_s > 0
     assert 0 <= outcome.client.sys_s <= outcome.client.cpu_s
+    assert 0 < outcome.client.loop_cpu_s <= outcome.client.cpu_s
     outputs = sorted(p.name for p in tmp_path.glob("bench-smoke-*/out/*.png"))
     assert len(outputs) == 4, outputs
     added_s, _ = outcome.added_latency()
@@ -139,6 +140,32 @@ def test_outcome_floor_uses_the_runs_own_jobs_and_round_trip() -> None:
     # Slots: a 4.5 | b 1.5 -> c starts at 1.5, ends at 3.0; the floor is 4.5.
     assert outcome.lossless_floor_s == pytest.approx(4.5)
     assert outcome.wall_lossless_ratio == pytest.approx(1.5)
+
+
+def test_cpu_target_reads_the_floor_client_of_the_same_configuration() -> None:
+    """The pipeline's CPU per job is judged against the floor client's in the same
+    configuration (issue 17: <= 1.5x), with the event loop's thread and the rest apart."""
+    config = Config("internet-uniform50-c256", 2, 2.0, 256)
+    jobs = SimStats(jobs={"a": (0.0, 2.0), "b": (0.0, 2.0)})
+
+    def outcome(kind: str, cpu_s: float, loop_cpu_s: float) -> Outcome:
+        client = ClientResult(kind, succeeded=2, wall_s=2.1, cpu_s=cpu_s, loop_cpu_s=loop_cpu_s)
+        return Outcome(config, client, jobs, 0.0)
+
+    def cpu_target(pipeline_cpu_s: float) -> tuple[str, bool, str]:
+        outcomes = {
+            (config.name, "pipeline"): outcome("pipeline", pipeline_cpu_s, 0.002),
+            (config.name, "floor"): outcome("floor", 0.002, 0.0018),
+        }
+        return next(t for t in profiles.targets(outcomes) if "client CPU" in t[0])
+
+    name, passed, figure = cpu_target(0.003)
+    assert passed and "1.50x" in figure and "<= 1.5x" in name
+    name, passed, figure = cpu_target(0.0031)
+    assert not passed
+    assert "event loop's thread 1.00 vs 0.90, other threads 0.55 vs 0.10" in figure, figure
+    no_floor = {(config.name, "pipeline"): outcome("pipeline", 0.003, 0.002)}
+    assert not [t for t in profiles.targets(no_floor) if "client CPU" in t[0]]
 
 
 def test_profile_matrix_is_what_the_issue_asks_and_fits_its_time() -> None:
