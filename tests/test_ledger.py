@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import multiprocessing
+import time
 from pathlib import Path
 from typing import Any
 
@@ -475,6 +476,51 @@ async def test_concurrent_appends_are_all_durable_and_whole(tmp_path: Path) -> N
     writer.close()
     state = load_state(tmp_path)
     assert len(state.items) == 300 and state.torn_lines == 0
+
+
+async def test_records_handed_over_apart_share_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records that arrive a little apart (jobs ending one by one) wait for each other
+    and go to disk in one write and one fsync; a record arriving alone waits no longer
+    than the gathering window, and one arriving after the window gets a write of its own."""
+    writes: list[int] = []  # lines per write
+    write = LedgerWriter._write
+
+    def counted(self: LedgerWriter, lines: list[bytes], names_files: bool = False) -> None:
+        writes.append(len(lines))
+        write(self, lines, names_files)
+
+    monkeypatch.setattr(LedgerWriter, "_write", counted)
+    writer = LedgerWriter(tmp_path, gather_s=0.05)
+    writer.open()
+    record = {"type": "item", "fp": "f", "state": "planned"}
+    started = time.monotonic()
+    durable = [writer.append_soon({**record, "id": "a"})]
+    for n in range(3):
+        await asyncio.sleep(0.005)  # well inside the window, but apart
+        durable.append(writer.append_soon({**record, "id": f"b{n}"}))
+    async with asyncio.timeout(5):
+        await asyncio.gather(*durable)
+    assert writes == [4]
+    assert 0.05 <= time.monotonic() - started < 2.0
+    await asyncio.sleep(0.06)
+    async with asyncio.timeout(5):
+        await writer.append({**record, "id": "c"})
+    assert writes == [4, 1]
+    writer.close()
+    assert set(load_state(tmp_path).items) == {"a", "b0", "b1", "b2", "c"}
+
+
+async def test_records_gathering_at_close_are_written(tmp_path: Path) -> None:
+    """A close while records wait for their write writes them (and their awaiters learn it)."""
+    writer = LedgerWriter(tmp_path, gather_s=30.0)
+    writer.open()
+    durable = writer.append_soon({"type": "item", "id": "a", "fp": "f", "state": "planned"})
+    writer.close()
+    async with asyncio.timeout(5):
+        await durable
+    assert set(load_state(tmp_path).items) == {"a"}
 
 
 async def test_a_record_naming_files_is_written_only_after_the_directory_is_synced(
