@@ -512,6 +512,30 @@ async def test_records_handed_over_apart_share_one_write(
     assert set(load_state(tmp_path).items) == {"a", "b0", "b1", "b2", "c"}
 
 
+async def test_an_urgent_record_goes_at_once_with_those_gathered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record a slot waits for (`submitting`) does not wait out the window: it is written
+    at once, together with the records already gathering."""
+    writes: list[int] = []
+    write = LedgerWriter._write
+
+    def counted(self: LedgerWriter, lines: list[bytes], names_files: bool = False) -> None:
+        writes.append(len(lines))
+        write(self, lines, names_files)
+
+    monkeypatch.setattr(LedgerWriter, "_write", counted)
+    writer = LedgerWriter(tmp_path, gather_s=30.0)
+    writer.open()
+    record = {"type": "item", "fp": "f", "state": "planned"}
+    gathering = writer.append_soon({**record, "id": "a"})
+    async with asyncio.timeout(5):
+        await writer.append_soon({**record, "id": "b", "state": "submitting"}, urgent=True)
+        await gathering
+    assert writes == [2]
+    writer.close()
+
+
 async def test_records_gathering_at_close_are_written(tmp_path: Path) -> None:
     """A close while records wait for their write writes them (and their awaiters learn it)."""
     writer = LedgerWriter(tmp_path, gather_s=30.0)

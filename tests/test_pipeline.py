@@ -7,13 +7,13 @@ import contextlib
 import gc
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batch.ledger.journal import load_state
+from batch.ledger.journal import LedgerWriter, load_state
 from batch.run import pipeline
 from batch.run.poller import Finished, Poller
 from batch.simulator import Simulator
@@ -86,6 +86,43 @@ async def test_rerun_of_finished_directory_spends_nothing(
     assert (second.succeeded, second.skipped, second.submitted) == (3, 3, 0)
     assert len(simulator.request_log) == before
     assert second.exit_code == 0
+
+
+async def test_a_slot_does_not_wait_for_the_ledgers_gathering(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger holds most records a moment so that others share their write, but not
+    `submitting`, which the slot waits for: each generate call goes out as soon as its
+    record is durable, not a gathering window later."""
+
+    class Gathering(LedgerWriter):
+        def __init__(self, directory: Path) -> None:
+            super().__init__(directory, gather_s=1.0)
+            self.submitting: list[float] = []  # when each `submitting` was handed over
+
+        def append_soon(
+            self, record: Mapping[str, Any], *, urgent: bool = False
+        ) -> asyncio.Future[None]:
+            if record.get("state") == "submitting":
+                self.submitting.append(time.monotonic())
+            return super().append_soon(record, urgent=urgent)
+
+    writers: list[Gathering] = []
+
+    def gathering(directory: Path) -> Gathering:
+        writers.append(Gathering(directory))
+        return writers[-1]
+
+    monkeypatch.setattr(pipeline, "LedgerWriter", gathering)
+    summary = await run(simulator, _one_image_each(tmp_path, 3), tmp_path / "out", concurrency=1)
+    assert summary.succeeded == 3
+    generates = [r.time for r in simulator.request_log if r.is_generate]
+    handed = writers[0].submitting
+    assert len(generates) == len(handed) == 3
+    assert all(0 <= sent - at < 0.5 for at, sent in zip(handed, generates, strict=True)), (
+        handed,
+        generates,
+    )
 
 
 async def test_failed_job_is_retried_then_recorded_with_reason(

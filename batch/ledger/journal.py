@@ -570,7 +570,8 @@ class LedgerWriter:
     A write that could start at once waits `gather_s` first, so that records arriving
     apart (jobs that end one by one) share it too: each write costs about 0.3 ms of CPU
     across the two threads, and at C=256 with job times +-50 % a job's records went out
-    in 0.8 writes, 0.4 with 5 ms of gathering (bench/RESULTS.md, round 16).
+    in 0.8 writes, 0.5 with 5 ms of gathering (bench/RESULTS.md, round 16). An urgent
+    record (one a slot waits for) is not held: it goes at once with those gathered.
     Writes run one at a time, in order, on the writer's own thread; the next batch starts
     from the previous one's completion, so appenders only wait for their own record (no
     lock to queue on). A write finishes even if its awaiter is cancelled, and `close`
@@ -612,9 +613,7 @@ class LedgerWriter:
         if self._fd is None:
             return
         self._checkpointer.stop_starting()  # the snapshot written below supersedes them
-        if self._gathering is not None:  # what it gathered is written below
-            self._gathering.cancel()
-            self._gathering = None
+        self._stop_gathering()  # what it gathered is written below
         batch, self._pending = self._pending, []
         if self._writing is not None:
             # Its own completion callback reports any error to its appenders.
@@ -650,24 +649,33 @@ class LedgerWriter:
         """Append one record; returns when it is durable."""
         await self.append_soon(record)
 
-    def append_soon(self, record: Mapping[str, Any]) -> asyncio.Future[None]:
+    def append_soon(
+        self, record: Mapping[str, Any], *, urgent: bool = False
+    ) -> asyncio.Future[None]:
         """Queue one record (written in order with all others); the future completes when
         it is durable, or carries the write's error. Await it before anything that needs
-        the record on disk."""
+        the record on disk. An urgent record (one a slot waits for) does not wait to be
+        gathered with others: it goes at once, with those already gathered."""
         loop = asyncio.get_running_loop()
         durable: asyncio.Future[None] = loop.create_future()
         self._pending.append(_Pending(_encode(record), durable, _names_files(record)))
-        if self._writing is None and self._gathering is None:
-            if self._gather_s > 0:
-                self._gathering = loop.call_later(self._gather_s, self._gathered, loop)
-            else:
+        if self._writing is None:
+            if urgent or self._gather_s <= 0:
+                self._stop_gathering()
                 self._write_pending(loop)
+            elif self._gathering is None:
+                self._gathering = loop.call_later(self._gather_s, self._gathered, loop)
         return durable
 
     def _gathered(self, loop: asyncio.AbstractEventLoop) -> None:
         self._gathering = None
         if self._writing is None and self._pending:
             self._write_pending(loop)
+
+    def _stop_gathering(self) -> None:
+        if self._gathering is not None:
+            self._gathering.cancel()
+            self._gathering = None
 
     def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._fd is None or self.fault is not None:

@@ -472,7 +472,10 @@ class Run:
     ) -> tuple[str, str, str | None]:
         """One generate call. Raises _TryAgain when it surely created nothing."""
         sent_at = utc_now()
-        await self._record(item, state="submitting", submittedAt=sent_at, references=references)
+        # Urgent: the slot waits for it (the generate call goes out once it is durable).
+        await self._record(
+            item, urgent=True, state="submitting", submittedAt=sent_at, references=references
+        )
         self.sent += 1
         try:
             try:
@@ -722,15 +725,17 @@ class Run:
         for record in records:
             self.state.apply(record)
 
-    async def _record(self, item: Item, **fields: Any) -> None:
-        await self._record_soon(item, **fields)
+    async def _record(self, item: Item, *, urgent: bool = False, **fields: Any) -> None:
+        await self._record_soon(item, urgent=urgent, **fields)
 
-    def _record_soon(self, item: Item, **fields: Any) -> asyncio.Future[None]:
+    def _record_soon(
+        self, item: Item, *, urgent: bool = False, **fields: Any
+    ) -> asyncio.Future[None]:
         """Queue a record for the item; the future says when it is durable (see
         `LedgerWriter.append_soon`)."""
         record = {"type": "item", "id": item.id, "fp": item.fingerprint, **fields}
         record = {k: v for k, v in record.items() if v is not None}
-        durable = self.writer.append_soon(record)
+        durable = self.writer.append_soon(record, urgent=urgent)
         self.state.apply(record)
         return durable
 
