@@ -478,13 +478,9 @@ async def test_concurrent_appends_are_all_durable_and_whole(tmp_path: Path) -> N
     assert len(state.items) == 300 and state.torn_lines == 0
 
 
-async def test_records_handed_over_apart_share_one_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Records that arrive a little apart (jobs ending one by one) wait for each other
-    and go to disk in one write and one fsync; a record arriving alone waits no longer
-    than the gathering window, and one arriving after the window gets a write of its own."""
-    writes: list[int] = []  # lines per write
+def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ledger's writes from now on, each as its number of lines."""
+    writes: list[int] = []
     write = LedgerWriter._write
 
     def counted(self: LedgerWriter, lines: list[bytes], names_files: bool = False) -> None:
@@ -492,6 +488,16 @@ async def test_records_handed_over_apart_share_one_write(
         write(self, lines, names_files)
 
     monkeypatch.setattr(LedgerWriter, "_write", counted)
+    return writes
+
+
+async def test_records_handed_over_apart_share_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records that arrive a little apart (jobs ending one by one) wait for each other
+    and go to disk in one write and one fsync; a record arriving alone waits no longer
+    than the gathering window, and one arriving after the window gets a write of its own."""
+    writes = _count_writes(monkeypatch)
     writer = LedgerWriter(tmp_path, gather_s=0.05)
     writer.open()
     record = {"type": "item", "fp": "f", "state": "planned"}
@@ -517,14 +523,7 @@ async def test_an_urgent_record_goes_at_once_with_those_gathered(
 ) -> None:
     """A record a slot waits for (`submitting`) does not wait out the window: it is written
     at once, together with the records already gathering."""
-    writes: list[int] = []
-    write = LedgerWriter._write
-
-    def counted(self: LedgerWriter, lines: list[bytes], names_files: bool = False) -> None:
-        writes.append(len(lines))
-        write(self, lines, names_files)
-
-    monkeypatch.setattr(LedgerWriter, "_write", counted)
+    writes = _count_writes(monkeypatch)
     writer = LedgerWriter(tmp_path, gather_s=30.0)
     writer.open()
     record = {"type": "item", "fp": "f", "state": "planned"}
