@@ -47,6 +47,7 @@ class ClientResult:
     report_s: float = 0.0  # report.html written at the end of a run (not in wall_s or cpu_s)
     report_cpu_s: float = 0.0
     report_sys_s: float = 0.0
+    report_loop_cpu_s: float = 0.0  # of report_cpu_s, on the loop's thread (the views run there)
     peak_rss_mb: float = 0.0
     requests: int = 0  # API requests as the client counted them
     done: dict[str, float] = field(default_factory=dict)  # job id -> epoch the file was on disk
@@ -98,7 +99,6 @@ async def run_pipeline(
     # their own, not as part of the run. The hook must exist: when it was renamed, the
     # views' CPU silently joined the run's (~0.8 ms per job at C=256, round 9).
     write_views = batch.run.pipeline._write_views
-    report_loop_s = [0.0]  # the views' CPU on the loop's thread (they run on it)
 
     def timed_views(*args: Any) -> None:
         cpu, system, wall, thread = _cpu(), _sys(), time.perf_counter(), time.thread_time()
@@ -106,7 +106,7 @@ async def run_pipeline(
         result.report_s += time.perf_counter() - wall
         result.report_cpu_s += _cpu() - cpu
         result.report_sys_s += _sys() - system
-        report_loop_s[0] += time.thread_time() - thread
+        result.report_loop_cpu_s += time.thread_time() - thread
 
     setattr(batch.run.pipeline, "_write_views", timed_views)  # noqa: B010 (a private hook)
     marks: dict[str, dict[str, Any]] = {}
@@ -133,7 +133,7 @@ async def run_pipeline(
     result.wall_s = time.perf_counter() - wall0 - result.report_s
     result.cpu_s = _cpu() - cpu0 - result.report_cpu_s
     result.sys_s = _sys() - sys0 - result.report_sys_s
-    result.loop_cpu_s = time.thread_time() - loop0 - report_loop_s[0]
+    result.loop_cpu_s = time.thread_time() - loop0 - result.report_loop_cpu_s
     result.requests = summary.requests
     result.succeeded = summary.succeeded
     for record in load_state(out).items.values():
