@@ -639,10 +639,10 @@ class Poller:
     def _check_quiet_spell(self) -> None:
         """After a tick: if jobs end in groups (durations `_steady`) and what it saw leaves
         no job in flight due within `url_quiet_fraction` of a typical job (a group ended,
-        the next is far off), the tick planned at the cadence as
-        it began would find nothing (it moves to when jobs are due), and the outputs
-        waiting for a lookup would wait for no company (they go now). Durations spread
-        wider: jobs end one by one, and outputs wait for company."""
+        the next is far off), the tick planned at the cadence as it began would find
+        nothing (it moves to when jobs are due), and the outputs waiting for a lookup would
+        wait for no company (they go now). Durations spread wider: jobs end one by one, and
+        outputs wait for company."""
         if self._typical_s is None or not self._steady():
             return
         quiet_s = self._policy.url_quiet_fraction * self._typical_s
